@@ -1,0 +1,144 @@
+/**
+ * `msgclient <client_id> <msg1,msg2,...>`: sends the messages with the name `client_<id>` and
+ * msg_ids 1..n in a fresh session, prints each ack, the total time and the average latency, and
+ * exits 1 if any message was not acked. `--stdin` sends one message per input line.
+ *
+ * @module
+ */
+
+import { type Config, ConfigError, configHelp, loadConfig } from "../config.ts";
+import { ConnectionError, MsgClient, NackError } from "../client/client.ts";
+
+const USAGE = `Usage: msgclient [--config PATH] [--KEY VALUE ...] <client_id> <msg1,msg2,...>
+       msgclient [--config PATH] [--KEY VALUE ...] --stdin <client_id>
+
+Sends messages named client_<client_id> with msg_ids 1..n to the server at IP:PORT, pipelined
+unless TIME_INTERVAL_BTN_MSG is above 0 (then one at a time, sleeping that many seconds between
+them). Prints each ack, then the total time and the average latency. Exit status: 0 if every
+message was acked, 1 if any was not, 2 for bad usage or config.
+
+Flags:
+  --config PATH                 the config file
+  --stdin                       read messages from standard input, one per line
+  --help                        this text
+${configHelp()}
+`;
+
+/** Most messages in flight at once when reading from stdin, so memory stays bounded. */
+const STDIN_WINDOW = 4096;
+
+interface Tally {
+  acked: number;
+  refused: number;
+  latencyUs: number;
+}
+
+function fail(message: string): number {
+  console.error(`msgclient: ${message}`);
+  return 2;
+}
+
+async function* linesOf(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      yield rest.slice(0, nl).replace(/\r$/, "");
+      rest = rest.slice(nl + 1);
+    }
+  }
+  if (rest !== "") yield rest.replace(/\r$/, "");
+}
+
+function track(client: MsgClient, name: string, message: string, tally: Tally): Promise<void> {
+  const msgId = client.nextMsgId;
+  const sentAt = performance.now();
+  return client.send(name, message).then(() => {
+    const us = Math.round((performance.now() - sentAt) * 1000);
+    tally.acked++;
+    tally.latencyUs += us;
+    console.log(`ack msg_id=${msgId} latency_us=${us}`);
+  }, (e: Error) => {
+    tally.refused++;
+    if (e instanceof NackError) {
+      console.log(`nack msg_id=${msgId} code=${e.code} ${e.message}`);
+    } else {
+      console.log(`lost msg_id=${msgId} ${e.message}`);
+    }
+  });
+}
+
+async function run(config: Config, clientId: number, messages: AsyncIterable<string> | string[]) {
+  const tally: Tally = { acked: 0, refused: 0, latencyUs: 0 };
+  const started = performance.now();
+  const client = await MsgClient.connect({
+    hostname: config.IP,
+    port: config.PORT,
+    clientId,
+    token: config.AUTH_TOKEN,
+  });
+  const name = `client_${clientId}`;
+  const pause = config.TIME_INTERVAL_BTN_MSG * 1000;
+  const inFlight: Promise<void>[] = [];
+  let sent = 0;
+  for await (const message of messages) {
+    if (pause > 0 && sent > 0) await new Promise((r) => setTimeout(r, pause));
+    const settled = track(client, name, message, tally);
+    sent++;
+    if (pause > 0) {
+      await settled;
+    } else {
+      inFlight.push(settled);
+      if (inFlight.length >= STDIN_WINDOW) await inFlight.shift();
+    }
+  }
+  await Promise.all(inFlight);
+  await client.close();
+  const totalMs = performance.now() - started;
+  const average = tally.acked === 0 ? 0 : Math.round(tally.latencyUs / tally.acked);
+  console.log(
+    `sent ${sent} messages in ${totalMs.toFixed(3)} ms: ${tally.acked} acked, ` +
+      `${tally.refused} not acked; average latency ${average} us`,
+  );
+  return tally.refused === 0 && tally.acked === sent ? 0 : 1;
+}
+
+async function main(args: string[]): Promise<number> {
+  let loaded;
+  try {
+    loaded = await loadConfig(args, { booleanFlags: ["stdin"], allowPositionals: true });
+  } catch (e) {
+    if (e instanceof ConfigError) return fail(e.message);
+    throw e;
+  }
+  if (loaded.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const { config, positionals, flags } = loaded;
+  const wanted = flags.stdin ? 1 : 2;
+  if (positionals.length !== wanted) {
+    return fail(
+      flags.stdin
+        ? `expected <client_id> with --stdin, got ${positionals.length} arguments\n\n${USAGE}`
+        : `expected <client_id> <msg1,msg2,...>, got ${positionals.length} arguments\n\n${USAGE}`,
+    );
+  }
+  const idText = positionals[0]!;
+  if (!/^\d{1,10}$/.test(idText) || Number(idText) > 0xffffffff) {
+    return fail(`client_id is "${idText}"; allowed: an integer from 0 to 4294967295`);
+  }
+  const messages = flags.stdin ? linesOf(Deno.stdin.readable) : positionals[1]!.split(",");
+  try {
+    return await run(config, Number(idText), messages);
+  } catch (e) {
+    if (e instanceof ConnectionError || e instanceof Deno.errors.ConnectionRefused) {
+      console.error(`msgclient: cannot send to ${config.IP}:${config.PORT}: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,322 @@
+/**
+ * The client library: connect, say HELLO, then `send` messages, each settled by the server's
+ * ACK (or NACK). Sends are pipelined: frames queued in one tick go out in one socket write.
+ * The CLI, the tests and the benchmarks all use it.
+ *
+ * @module
+ */
+
+import { Decoded, FrameDecoder } from "../protocol/decoder.ts";
+import {
+  encodeHello,
+  encodeMsg,
+  FrameType,
+  MAX_CONTROL_FRAME_LENGTH,
+  PROTOCOL_VERSION,
+} from "../protocol/frames.ts";
+
+/** The server refused one message (NACK); the connection goes on. */
+export class NackError extends Error {
+  /** The refused message's msg_id. */
+  readonly msgId: number;
+  /** The NACK code (1 too large, 2 bad name, 3 duplicate, 4 storage error). */
+  readonly code: number;
+  constructor(msgId: number, code: number, reason: string) {
+    super(`Message ${msgId} refused: code ${code}: ${reason}`);
+    this.name = "NackError";
+    this.msgId = msgId;
+    this.code = code;
+  }
+}
+
+/** The server sent ERROR and closed the connection, or the connection broke. */
+export class ConnectionError extends Error {
+  /** The ERROR code, or 0 when the connection broke without one. */
+  readonly code: number;
+  constructor(code: number, reason: string) {
+    super(code === 0 ? `Connection lost: ${reason}` : `Server error ${code}: ${reason}`);
+    this.name = "ConnectionError";
+    this.code = code;
+  }
+}
+
+/** Options of {@linkcode MsgClient.connect}. */
+export interface ConnectOptions {
+  /** Server address; default 127.0.0.1. */
+  hostname?: string;
+  port: number;
+  /** u32 client id written at the start of each line. */
+  clientId: number;
+  /** u64 session id; default a fresh random one. 0 means no session. */
+  session?: bigint;
+  /** The server's AUTH_TOKEN, if it has one. */
+  token?: string;
+}
+
+interface Pending {
+  msgId: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  settled: boolean;
+}
+
+const decoderText = new TextDecoder();
+
+/**
+ * A fresh random non-zero u64 session id.
+ *
+ * @example
+ * ```ts
+ * const session = randomSession();
+ * ```
+ */
+export function randomSession(): bigint {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  const id = (BigInt(words[0]!) << 32n) | BigInt(words[1]!);
+  return id === 0n ? 1n : id;
+}
+
+/**
+ * A connection to msgserver.
+ *
+ * @example
+ * ```ts
+ * const client = await MsgClient.connect({ port: 9000, clientId: 1 });
+ * await Promise.all([client.send("client_1", "hi"), client.send("client_1", "hello")]);
+ * await client.close();
+ * ```
+ */
+export class MsgClient {
+  /** WELCOME.last_msg_id: the highest id the server already holds for this session. */
+  readonly lastMsgId: number;
+  /** WELCOME.max_message_bytes: the largest payload the server accepts. */
+  readonly maxMessageBytes: number;
+  /** The session id sent in HELLO. */
+  readonly session: bigint;
+  /** Resolves when the connection has ended, with the reason if it was not `close()`. */
+  readonly closed: Promise<ConnectionError | null>;
+
+  readonly #conn: Deno.Conn;
+  readonly #decoder: FrameDecoder;
+  #nextId: number;
+  #pending: Pending[] = [];
+  #head = 0;
+  #outbox: Uint8Array[] = [];
+  #flushScheduled = false;
+  #writing: Promise<void> = Promise.resolve();
+  #error: ConnectionError | null = null;
+  #closing = false;
+  #resolveClosed!: (e: ConnectionError | null) => void;
+
+  private constructor(
+    conn: Deno.Conn,
+    decoder: FrameDecoder,
+    session: bigint,
+    welcome: { lastMsgId: number; maxMessageBytes: number },
+  ) {
+    this.#conn = conn;
+    this.#decoder = decoder;
+    this.session = session;
+    this.lastMsgId = welcome.lastMsgId;
+    this.maxMessageBytes = welcome.maxMessageBytes;
+    this.#nextId = welcome.lastMsgId + 1;
+    this.closed = new Promise((r) => this.#resolveClosed = r);
+    this.#readLoop();
+  }
+
+  /** Connects, sends HELLO and waits for WELCOME; throws {@linkcode ConnectionError} on refusal. */
+  static async connect(options: ConnectOptions): Promise<MsgClient> {
+    const conn = await Deno.connect({
+      hostname: options.hostname ?? "127.0.0.1",
+      port: options.port,
+    });
+    conn.setNoDelay(true);
+    const session = options.session ?? randomSession();
+    const decoder = new FrameDecoder({
+      maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
+      maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
+      maxControlLength: MAX_CONTROL_FRAME_LENGTH,
+    });
+    try {
+      await conn.write(encodeHello({
+        clientId: options.clientId,
+        session,
+        ...(options.token === undefined ? {} : { token: options.token }),
+      }));
+      for (;;) {
+        const n = await conn.read(decoder.readTarget());
+        if (n === null) throw new ConnectionError(0, "closed before WELCOME");
+        decoder.commit(n);
+        const r = decoder.next();
+        if (r === Decoded.NEED_MORE) continue;
+        if (r !== Decoded.FRAME) throw new ConnectionError(0, `bad reply: ${decoder.error}`);
+        const b = decoder.buffer;
+        const view = new DataView(b.buffer, b.byteOffset + decoder.bodyStart);
+        if (decoder.type === FrameType.ERROR) {
+          throw new ConnectionError(
+            view.getUint16(0),
+            decoderText.decode(b.subarray(decoder.bodyStart + 2, decoder.frameEnd)),
+          );
+        }
+        if (decoder.type !== FrameType.WELCOME || decoder.frameEnd - decoder.bodyStart < 9) {
+          throw new ConnectionError(0, `expected WELCOME, got frame type ${decoder.type}`);
+        }
+        if (view.getUint8(0) !== PROTOCOL_VERSION) {
+          throw new ConnectionError(0, `server speaks version ${view.getUint8(0)}`);
+        }
+        return new MsgClient(conn, decoder, session, {
+          maxMessageBytes: view.getUint32(1),
+          lastMsgId: view.getUint32(5),
+        });
+      }
+    } catch (e) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+      throw e;
+    }
+  }
+
+  /** The msg_id the next `send` without an explicit id will use. */
+  get nextMsgId(): number {
+    return this.#nextId;
+  }
+
+  /** Messages sent and not yet settled. */
+  get inFlight(): number {
+    let n = 0;
+    for (let i = this.#head; i < this.#pending.length; i++) if (!this.#pending[i]!.settled) n++;
+    return n;
+  }
+
+  /**
+   * Sends one message; resolves when the server acks it, rejects with {@linkcode NackError} if
+   * refused or {@linkcode ConnectionError} if the connection ends first. Ids must increase.
+   */
+  send(name: string | Uint8Array, payload: string | Uint8Array, msgId?: number): Promise<void> {
+    if (this.#error !== null) return Promise.reject(this.#error);
+    const id = msgId ?? this.#nextId;
+    this.#nextId = id + 1;
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ msgId: id, resolve, reject, settled: false });
+      this.sendRaw(encodeMsg(id, name, payload));
+    });
+  }
+
+  /** Queues raw bytes for the server, as they are (tests use it to send broken frames). */
+  sendRaw(bytes: Uint8Array): void {
+    this.#outbox.push(bytes);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const parts = this.#outbox;
+    this.#outbox = [];
+    let bytes: Uint8Array;
+    if (parts.length === 1) {
+      bytes = parts[0]!;
+    } else {
+      let total = 0;
+      for (const p of parts) total += p.length;
+      bytes = new Uint8Array(total);
+      let at = 0;
+      for (const p of parts) {
+        bytes.set(p, at);
+        at += p.length;
+      }
+    }
+    this.#writing = this.#writing.then(async () => {
+      let done = 0;
+      while (done < bytes.length) done += await this.#conn.write(bytes.subarray(done));
+    }).catch((e) => this.#fail(new ConnectionError(0, (e as Error).message)));
+  }
+
+  async #readLoop(): Promise<void> {
+    const decoder = this.#decoder;
+    try {
+      for (;;) {
+        for (let r = decoder.next(); r !== Decoded.NEED_MORE; r = decoder.next()) {
+          if (r !== Decoded.FRAME) throw new ConnectionError(0, `bad frame: ${decoder.error}`);
+          this.#onFrame(decoder.buffer, decoder.type, decoder.bodyStart, decoder.frameEnd);
+        }
+        const n = await this.#conn.read(decoder.readTarget());
+        if (n === null) break;
+        decoder.commit(n);
+      }
+      this.#fail(new ConnectionError(0, "closed by the server"));
+    } catch (e) {
+      this.#fail(e instanceof ConnectionError ? e : new ConnectionError(0, (e as Error).message));
+    }
+  }
+
+  #onFrame(b: Uint8Array, type: number, body: number, end: number): void {
+    const u32 = (p: number) =>
+      ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
+    if (type === FrameType.ACK) {
+      const upTo = u32(body);
+      const pending = this.#pending;
+      while (this.#head < pending.length && pending[this.#head]!.msgId <= upTo) {
+        const p = pending[this.#head++]!;
+        if (!p.settled) {
+          p.settled = true;
+          p.resolve();
+        }
+      }
+      if (this.#head > 1024 && this.#head * 2 > pending.length) {
+        this.#pending = pending.slice(this.#head);
+        this.#head = 0;
+      }
+    } else if (type === FrameType.NACK) {
+      const msgId = u32(body);
+      const code = (b[body + 4]! << 8) | b[body + 5]!;
+      const reason = decoderText.decode(b.subarray(body + 6, end));
+      for (let i = this.#head; i < this.#pending.length; i++) {
+        const p = this.#pending[i]!;
+        if (p.msgId === msgId && !p.settled) {
+          p.settled = true;
+          p.reject(new NackError(msgId, code, reason));
+          break;
+        }
+      }
+    } else if (type === FrameType.ERROR) {
+      const code = (b[body]! << 8) | b[body + 1]!;
+      throw new ConnectionError(code, decoderText.decode(b.subarray(body + 2, end)));
+    } else {
+      throw new ConnectionError(0, `unexpected frame type 0x${type.toString(16)}`);
+    }
+  }
+
+  #fail(error: ConnectionError): void {
+    if (this.#error !== null) return;
+    this.#error = this.#closing ? new ConnectionError(0, "closed by the client") : error;
+    for (let i = this.#head; i < this.#pending.length; i++) {
+      const p = this.#pending[i]!;
+      if (!p.settled) {
+        p.settled = true;
+        p.reject(this.#error);
+      }
+    }
+    this.#pending = [];
+    this.#head = 0;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    this.#resolveClosed(this.#closing ? null : error);
+  }
+
+  /** Closes the connection; messages not yet acked are rejected. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    await this.#writing;
+    this.#fail(new ConnectionError(0, "closed by the client"));
+    await this.closed;
+  }
+}

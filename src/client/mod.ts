@@ -1,0 +1,21 @@
+/**
+ * The msgserver client library.
+ *
+ * @example
+ * ```ts
+ * import { MsgClient } from "./mod.ts";
+ * const client = await MsgClient.connect({ port: 9000, clientId: 1 });
+ * await client.send("client_1", "hello");
+ * await client.close();
+ * ```
+ *
+ * @module
+ */
+export {
+  ConnectionError,
+  type ConnectOptions,
+  MsgClient,
+  NackError,
+  randomSession,
+} from "./client.ts";
+export * from "../protocol/frames.ts";

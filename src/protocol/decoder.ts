@@ -1,0 +1,200 @@
+/**
+ * A frame decoder over one reusable byte buffer: a small state machine that knows bytes, not
+ * sockets. The owner reads into {@linkcode FrameDecoder.readTarget}, reports the count with
+ * {@linkcode FrameDecoder.commit}, then calls {@linkcode FrameDecoder.next} until it returns
+ * `NEED_MORE`. Frames are handed out as offsets into {@linkcode FrameDecoder.buffer}, valid until
+ * the next `readTarget()` call; nothing is copied unless a frame outgrows the buffer.
+ *
+ * @module
+ */
+
+import { FrameType, HEADER_BYTES, LENGTH_BYTES } from "./frames.ts";
+
+/** What {@linkcode FrameDecoder.next} found. */
+export const Decoded = {
+  /** No complete frame is buffered: read more. */
+  NEED_MORE: 0,
+  /** A whole frame: see `type`, `frameStart`, `bodyStart`, `frameEnd`. */
+  FRAME: 1,
+  /** A MSG too large to buffer: `oversizedMsgId` holds its id; its bytes are being skipped. */
+  OVERSIZED_MSG: 2,
+  /** The stream is broken beyond repair: `error` says why. Stop reading. */
+  ERROR: 3,
+} as const;
+
+/** Size limits of a {@linkcode FrameDecoder}, all counted like the length prefix. */
+export interface DecoderLimits {
+  /** Bytes the buffer starts with and shrinks back to (16 KiB by default). */
+  initialBytes?: number;
+  /** Largest MSG frame that is buffered whole. */
+  maxMsgLength: number;
+  /** Largest MSG frame that is skipped and reported; anything longer is an ERROR. */
+  maxSkippedMsgLength: number;
+  /** Largest frame of any other type. */
+  maxControlLength: number;
+}
+
+/** Below this much free space at the end of the buffer, the unread bytes are moved to its start. */
+const MIN_READ_SPACE = 4096;
+
+/**
+ * Splits a byte stream into frames, with every size checked before anything is allocated.
+ *
+ * @example
+ * ```ts
+ * const decoder = new FrameDecoder({
+ *   maxMsgLength: 1024,
+ *   maxSkippedMsgLength: 16384,
+ *   maxControlLength: 65552,
+ * });
+ * const n = await conn.read(decoder.readTarget());
+ * if (n !== null) decoder.commit(n);
+ * for (let r = decoder.next(); r !== Decoded.NEED_MORE; r = decoder.next()) {
+ *   if (r === Decoded.FRAME) handle(decoder.buffer, decoder.bodyStart, decoder.frameEnd);
+ * }
+ * ```
+ */
+export class FrameDecoder {
+  #buf: Uint8Array;
+  #start = 0;
+  #end = 0;
+  #skip = 0;
+  readonly #initialBytes: number;
+  readonly #limits: DecoderLimits;
+
+  /** Type byte of the frame last returned. */
+  type = 0;
+  /** Offset in `buffer` of the frame's first length byte. */
+  frameStart = 0;
+  /** Offset in `buffer` of the frame's body (after the type byte). */
+  bodyStart = 0;
+  /** Offset in `buffer` just past the frame. */
+  frameEnd = 0;
+  /** The msg_id of the MSG last reported as `OVERSIZED_MSG`. */
+  oversizedMsgId = 0;
+  /** The payload size of the MSG last reported as `OVERSIZED_MSG` (an upper bound). */
+  oversizedLength = 0;
+  /** Why the stream was refused, after `ERROR`. */
+  error = "";
+
+  constructor(limits: DecoderLimits) {
+    this.#limits = limits;
+    this.#initialBytes = limits.initialBytes ?? 16 * 1024;
+    this.#buf = new Uint8Array(this.#initialBytes);
+  }
+
+  /** The buffer that frame offsets point into; replaced when it grows or shrinks. */
+  get buffer(): Uint8Array {
+    return this.#buf;
+  }
+
+  /** Bytes received but not yet handed out as frames (a partial frame). */
+  get pendingBytes(): number {
+    return this.#end - this.#start;
+  }
+
+  /** True while the bytes of an oversized MSG are still being discarded. */
+  get skipping(): boolean {
+    return this.#skip > 0;
+  }
+
+  /** The free part of the buffer to read into; invalidates earlier frame offsets. */
+  readTarget(): Uint8Array {
+    const pending = this.#end - this.#start;
+    if (pending === 0) {
+      this.#start = this.#end = 0;
+      if (this.#buf.length > this.#initialBytes) this.#buf = new Uint8Array(this.#initialBytes);
+      return this.#buf.subarray(0);
+    }
+    // Room the partial frame still needs. Grow only for a frame whose header is in and whose
+    // length next() has vetted; an oversized MSG needs just its msg_id before it is skipped.
+    let required = 1;
+    if (pending >= HEADER_BYTES && this.#skip === 0) {
+      const b = this.#buf, s = this.#start;
+      const length = ((b[s]! << 24) | (b[s + 1]! << 16) | (b[s + 2]! << 8) | b[s + 3]!) >>> 0;
+      const frameTotal = length > this.#limits.maxMsgLength
+        ? HEADER_BYTES + 4
+        : LENGTH_BYTES + length;
+      required = Math.max(frameTotal - pending, 1);
+    }
+    const free = this.#buf.length - this.#end;
+    if (free >= required && (free >= MIN_READ_SPACE || this.#start === 0)) {
+      return this.#buf.subarray(this.#end);
+    }
+    if (this.#buf.length >= pending + required) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+    } else {
+      const grown = new Uint8Array(Math.max(pending + required, this.#initialBytes));
+      grown.set(this.#buf.subarray(this.#start, this.#end));
+      this.#buf = grown;
+    }
+    this.#start = 0;
+    this.#end = pending;
+    return this.#buf.subarray(this.#end);
+  }
+
+  /** Records that `n` bytes were read into the last `readTarget()`. */
+  commit(n: number): void {
+    this.#end += n;
+  }
+
+  /** Finds the next frame in what has been read; see {@linkcode Decoded}. */
+  next(): number {
+    const b = this.#buf;
+    if (this.#skip > 0) {
+      const take = Math.min(this.#skip, this.#end - this.#start);
+      this.#skip -= take;
+      this.#start += take;
+      if (this.#skip > 0) return Decoded.NEED_MORE;
+    }
+    const s = this.#start;
+    const avail = this.#end - s;
+    if (avail < LENGTH_BYTES) return Decoded.NEED_MORE;
+    const length = ((b[s]! << 24) | (b[s + 1]! << 16) | (b[s + 2]! << 8) | b[s + 3]!) >>> 0;
+    const limits = this.#limits;
+    if (length === 0) return this.#fail("frame length is 0");
+    if (length > limits.maxSkippedMsgLength && length > limits.maxControlLength) {
+      return this.#fail(`frame length ${length} is over the limit`);
+    }
+    if (avail < HEADER_BYTES) return Decoded.NEED_MORE;
+    const type = b[s + 4]!;
+    if (type === FrameType.MSG) {
+      if (length > limits.maxMsgLength) {
+        if (length > limits.maxSkippedMsgLength) {
+          return this.#fail(`MSG frame length ${length} is over ${limits.maxSkippedMsgLength}`);
+        }
+        if (avail < HEADER_BYTES + 4) return Decoded.NEED_MORE;
+        this.type = type;
+        this.oversizedMsgId =
+          ((b[s + 5]! << 24) | (b[s + 6]! << 16) | (b[s + 7]! << 8) | b[s + 8]!) >>> 0;
+        this.oversizedLength = length - 1;
+        const total = LENGTH_BYTES + length;
+        const take = Math.min(total, avail);
+        this.#start += take;
+        this.#skip = total - take;
+        return Decoded.OVERSIZED_MSG;
+      }
+    } else if (length > limits.maxControlLength) {
+      return this.#fail(
+        `frame type 0x${
+          type.toString(16).padStart(2, "0")
+        } length ${length} is over ${limits.maxControlLength}`,
+      );
+    }
+    if (avail < LENGTH_BYTES + length) return Decoded.NEED_MORE;
+    this.type = type;
+    this.frameStart = s;
+    this.bodyStart = s + HEADER_BYTES;
+    this.frameEnd = s + LENGTH_BYTES + length;
+    this.#start = this.frameEnd;
+    return Decoded.FRAME;
+  }
+
+  #fail(reason: string): number {
+    this.error = reason;
+    // Drop everything: a broken stream has no next frame.
+    this.#start = this.#end;
+    this.#skip = 0;
+    return Decoded.ERROR;
+  }
+}

@@ -1,0 +1,460 @@
+/**
+ * The service task: one per accepted connection. It reads into the decoder's reused buffer,
+ * checks each frame, copies the accepted MSG frames of one read into one queue entry, and sends
+ * what the peer is owed (WELCOME, ACK, NACK, ERROR) through an outbox that keeps one socket write
+ * in flight at a time, so frames never interleave and many small replies become one write.
+ *
+ * @module
+ */
+
+import type { Config } from "../config.ts";
+import type { Logger } from "../log.ts";
+import { Decoded, type DecoderLimits, FrameDecoder } from "../protocol/decoder.ts";
+import {
+  ACK_FRAME_BYTES,
+  encodeError,
+  encodeNack,
+  encodeWelcome,
+  ErrorCode,
+  FrameType,
+  HELLO_FIXED_BYTES,
+  MSG_FIXED_BYTES,
+  NackCode,
+  PROTOCOL_VERSION,
+  writeAck,
+} from "../protocol/frames.ts";
+import { nameProblem } from "../protocol/name.ts";
+import { timingSafeEqual } from "./auth.ts";
+import { type Channel, ChannelClosedError } from "./channel.ts";
+import type { Session, SessionOwner, SessionTable } from "./sessions.ts";
+import type { Entry, RecordSource } from "./writer.ts";
+
+/** Counters shared by all connections. */
+export interface ConnectionStats {
+  received: number;
+  nacked: number;
+  duplicates: number;
+  protocolErrors: number;
+}
+
+/** What a connection needs from the server it belongs to. */
+export interface ServerContext {
+  readonly config: Config;
+  readonly queue: Channel<Entry>;
+  readonly sessions: SessionTable;
+  readonly log: Logger;
+  readonly stats: ConnectionStats;
+  readonly limits: DecoderLimits;
+  /** The AUTH_TOKEN as bytes, or null when none is required. */
+  readonly token: Uint8Array | null;
+  /** True from the moment shutdown begins: no new record is accepted. */
+  readonly stopping: boolean;
+  /** Called once when the connection has ended. */
+  closed(connection: Connection): void;
+}
+
+const State = { AWAIT_HELLO: 0, READY: 1, CLOSED: 2 } as const;
+/** Past this many unsent reply bytes, the connection stops reading until the peer catches up. */
+const OUTBOX_HIGH_WATER = 64 * 1024;
+/** How long an ERROR may take to reach the peer before the socket is closed anyway. */
+const ERROR_FLUSH_MS = 1000;
+
+function u32(d: Uint8Array, p: number): number {
+  return ((d[p]! << 24) | (d[p + 1]! << 16) | (d[p + 2]! << 8) | d[p + 3]!) >>> 0;
+}
+
+/**
+ * One client connection and its service task.
+ *
+ * @example
+ * ```ts
+ * const connection = new Connection(conn, context, 1);
+ * await connection.serve(); // returns when the peer or the server ends it
+ * ```
+ */
+export class Connection implements RecordSource, SessionOwner {
+  /** The client_id from HELLO (0 until then). */
+  clientId = 0;
+  batchSeq = -1;
+  batchLastId = 0;
+  /** When this connection was accepted (ms, `performance.now()`). */
+  readonly openedAt = performance.now();
+  /** When the last bytes arrived (ms, `performance.now()`). */
+  lastActivity = this.openedAt;
+  readonly id: number;
+  readonly remote: string;
+
+  readonly #conn: Deno.Conn;
+  readonly #ctx: ServerContext;
+  readonly #decoder: FrameDecoder;
+  #state: number = State.AWAIT_HELLO;
+  #session: Session | null = null;
+  #pushing: Promise<void> | null = null;
+  #closeReason = "";
+
+  // Outbox: replies are appended to #out; #flushLoop writes it while appends go to the other buffer.
+  #out = new Uint8Array(256);
+  #outLen = 0;
+  #spare = new Uint8Array(256);
+  #lastAckAt = -1;
+  #flushing: Promise<void> | null = null;
+
+  constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
+    this.#conn = conn;
+    this.#ctx = ctx;
+    this.id = id;
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    this.remote = `${addr.hostname}:${addr.port}`;
+    this.#decoder = new FrameDecoder(ctx.limits);
+  }
+
+  /** True once the connection has been closed (or is closing). */
+  get isClosed(): boolean {
+    return this.#state === State.CLOSED;
+  }
+
+  /** True while the connection has not yet completed its HELLO. */
+  get awaitingHello(): boolean {
+    return this.#state === State.AWAIT_HELLO;
+  }
+
+  /** Reads and serves frames until the peer leaves, breaks the protocol, or the server stops. */
+  async serve(): Promise<void> {
+    const conn = this.#conn;
+    const decoder = this.#decoder;
+    try {
+      while (this.#state !== State.CLOSED) {
+        if (this.#outLen > OUTBOX_HIGH_WATER && this.#flushing !== null) await this.#flushing;
+        const n = await conn.read(decoder.readTarget());
+        if (n === null) break;
+        this.lastActivity = performance.now();
+        if (this.#ctx.stopping || this.#state === State.CLOSED) continue;
+        decoder.commit(n);
+        await this.#process();
+      }
+    } catch (e) {
+      if (this.#state !== State.CLOSED) {
+        this.#ctx.log.debug("connection read failed", {
+          conn: this.id,
+          error: (e as Error).message,
+        });
+      }
+    } finally {
+      this.#end();
+    }
+  }
+
+  /** Decodes every complete frame in the buffer; queues the accepted records as one entry. */
+  async #process(): Promise<void> {
+    const decoder = this.#decoder;
+    const buf = decoder.buffer;
+    let regionStart = -1;
+    let regionEnd = 0;
+    let count = 0;
+    while (this.#state !== State.CLOSED) {
+      const result = decoder.next();
+      if (result === Decoded.NEED_MORE) break;
+      if (result === Decoded.FRAME) {
+        const type = decoder.type;
+        if (type === FrameType.MSG && this.#state === State.READY) {
+          const outcome = this.#checkMsg(buf, decoder.frameStart, decoder.frameEnd);
+          if (outcome === ACCEPTED) {
+            if (regionStart < 0) regionStart = decoder.frameStart;
+            regionEnd = decoder.frameEnd;
+            count++;
+            continue;
+          }
+          if (outcome === REFUSED) {
+            buf[decoder.frameStart + 4] = 0; // marks it skipped if it lies inside the region
+            continue;
+          }
+        } else if (type === FrameType.HELLO && this.#state === State.AWAIT_HELLO) {
+          if (await this.#hello(buf, decoder.bodyStart, decoder.frameEnd)) continue;
+        } else {
+          this.#protocolError(
+            type === FrameType.MSG
+              ? "MSG before HELLO"
+              : type === FrameType.HELLO
+              ? "HELLO after HELLO"
+              : `unknown frame type 0x${type.toString(16).padStart(2, "0")}`,
+          );
+        }
+      } else if (result === Decoded.OVERSIZED_MSG && this.#state === State.READY) {
+        if (count > 0) {
+          await this.#queue(buf.slice(regionStart, regionEnd), count);
+          regionStart = -1;
+          count = 0;
+        }
+        this.#ctx.stats.nacked++;
+        this.refuse(
+          decoder.oversizedMsgId,
+          NackCode.PAYLOAD_TOO_LARGE,
+          `payload too large: over ${this.#ctx.config.MAX_MESSAGE_BYTES} bytes`,
+        );
+        continue;
+      } else if (result === Decoded.OVERSIZED_MSG) {
+        this.#protocolError("MSG before HELLO");
+      } else {
+        this.#protocolError(decoder.error);
+      }
+      break; // an ERROR was sent: the connection is closing
+    }
+    if (count > 0) await this.#queue(buf.slice(regionStart, regionEnd), count);
+  }
+
+  /** Checks one MSG frame against the rules and the session; NACKs it if refused. */
+  #checkMsg(buf: Uint8Array, frameStart: number, frameEnd: number): number {
+    const body = frameStart + 5;
+    const bodyLength = frameEnd - body;
+    const nameLength = buf[body + 4]!;
+    if (bodyLength < MSG_FIXED_BYTES || MSG_FIXED_BYTES + nameLength > bodyLength) {
+      this.#protocolError(`MSG frame too short for its name (length ${bodyLength + 1})`);
+      return BROKEN;
+    }
+    const msgId = u32(buf, body);
+    const session = this.#session!;
+    const stats = this.#ctx.stats;
+    stats.received++;
+    if (msgId <= session.lastId) {
+      stats.duplicates++;
+      this.refuse(
+        msgId,
+        NackCode.DUPLICATE,
+        `duplicate: msg_id ${msgId} is not above ${session.lastId}`,
+      );
+      return REFUSED;
+    }
+    const payloadLength = bodyLength - MSG_FIXED_BYTES - nameLength;
+    if (payloadLength > this.#ctx.config.MAX_MESSAGE_BYTES) {
+      stats.nacked++;
+      this.refuse(
+        msgId,
+        NackCode.PAYLOAD_TOO_LARGE,
+        `payload too large: ${payloadLength} bytes, at most ${this.#ctx.config.MAX_MESSAGE_BYTES}`,
+      );
+      return REFUSED;
+    }
+    const problem = nameProblem(buf, body + MSG_FIXED_BYTES, body + MSG_FIXED_BYTES + nameLength);
+    if (problem !== "") {
+      stats.nacked++;
+      this.refuse(msgId, NackCode.BAD_NAME, `bad name: ${problem}`);
+      return REFUSED;
+    }
+    session.lastId = msgId;
+    return ACCEPTED;
+  }
+
+  /** Puts one entry on the queue, waiting for room; in `received` mode acks it at once. */
+  async #queue(data: Uint8Array, count: number): Promise<void> {
+    const entry: Entry = { source: this, data, count, bytes: data.length };
+    const lastId = this.#session!.lastId;
+    const queue = this.#ctx.queue;
+    try {
+      if (!queue.tryPush(entry)) {
+        this.#pushing = queue.push(entry);
+        await this.#pushing;
+        this.#pushing = null;
+      }
+    } catch (e) {
+      if (e instanceof ChannelClosedError) return; // shutting down: not written, so not acked
+      throw e;
+    }
+    if (this.#ctx.config.ACK_MODE === "received") this.acknowledge(lastId);
+  }
+
+  /** Handles HELLO; returns false if it closed the connection. */
+  async #hello(buf: Uint8Array, body: number, end: number): Promise<boolean> {
+    const length = end - body;
+    if (length < 1) {
+      this.#protocolError("HELLO has no version");
+      return false;
+    }
+    const version = buf[body]!;
+    if (version !== PROTOCOL_VERSION) {
+      this.#fail(
+        ErrorCode.UNSUPPORTED_VERSION,
+        `unsupported version ${version}; this server speaks ${PROTOCOL_VERSION}`,
+      );
+      return false;
+    }
+    if (length < HELLO_FIXED_BYTES) {
+      this.#protocolError(`HELLO body is ${length} bytes, at least ${HELLO_FIXED_BYTES}`);
+      return false;
+    }
+    const view = new DataView(buf.buffer, buf.byteOffset + body, length);
+    const clientId = view.getUint32(1);
+    const sessionId = view.getBigUint64(5);
+    const tokenLength = view.getUint16(13);
+    if (HELLO_FIXED_BYTES + tokenLength !== length) {
+      this.#protocolError(`HELLO token_len ${tokenLength} does not match the frame`);
+      return false;
+    }
+    const token = this.#ctx.token;
+    if (token !== null) {
+      const given = buf.subarray(body + HELLO_FIXED_BYTES, end);
+      if (!timingSafeEqual(token, given)) {
+        this.#fail(ErrorCode.AUTH_FAILED, "authentication failed");
+        return false;
+      }
+    }
+    this.clientId = clientId;
+    let session: Session;
+    if (sessionId === 0n) {
+      session = { lastId: 0, owner: this };
+    } else {
+      session = this.#ctx.sessions.open(clientId, sessionId);
+      const previous = session.owner;
+      session.owner = this;
+      if (previous !== null && previous !== this) await previous.takeOver();
+      if (this.#state === State.CLOSED) return false;
+    }
+    this.#session = session;
+    this.#state = State.READY;
+    this.#send(encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, session.lastId));
+    this.#ctx.log.debug("hello", { conn: this.id, client_id: clientId, session: sessionId });
+    return true;
+  }
+
+  /** Another connection took this one's session: stop, let queued records land, then close. */
+  async takeOver(): Promise<void> {
+    if (this.#state === State.CLOSED) return;
+    this.#ctx.log.info("session taken over", { conn: this.id, client_id: this.clientId });
+    const pending = this.#pushing;
+    this.#fail(ErrorCode.SESSION_TAKEN_OVER, "session taken over");
+    if (pending !== null) await pending;
+  }
+
+  acknowledge(msgId: number): void {
+    // After an ERROR nothing more is sent; the peer learns what landed from WELCOME.last_msg_id.
+    if (this.#state === State.CLOSED) return;
+    // ACKs are cumulative: one still waiting in the outbox is raised instead of adding another.
+    if (this.#lastAckAt >= 0 && this.#lastAckAt === this.#outLen - ACK_FRAME_BYTES) {
+      writeAck(this.#out, this.#lastAckAt, msgId);
+      return;
+    }
+    this.#reserve(ACK_FRAME_BYTES);
+    this.#lastAckAt = this.#outLen;
+    this.#outLen = writeAck(this.#out, this.#outLen, msgId);
+    this.#kick();
+  }
+
+  refuse(msgId: number, code: number, reason: string): void {
+    if (this.#state === State.CLOSED) return;
+    this.#send(encodeNack(msgId, code, reason));
+  }
+
+  /**
+   * Ends the connection during shutdown: sends ERROR 6 after every ack owed is out. Resolves
+   * once the socket is closed.
+   */
+  async finish(): Promise<void> {
+    if (this.#state === State.CLOSED) return;
+    await this.#fail(ErrorCode.SHUTTING_DOWN, "shutting down");
+  }
+
+  /** Closes at once, without a goodbye (used when shutdown runs out of time). */
+  abort(): void {
+    this.#closeSocket("aborted");
+  }
+
+  /** Sends ERROR 5 and closes, for the timeout sweeper. */
+  timeout(reason: string): void {
+    this.#fail(ErrorCode.TIMEOUT, `timeout: ${reason}`);
+  }
+
+  #protocolError(reason: string): void {
+    this.#ctx.stats.protocolErrors++;
+    this.#fail(ErrorCode.PROTOCOL_VIOLATION, `protocol violation: ${reason}`);
+  }
+
+  /** Sends ERROR and closes once it is out (or after a short grace). */
+  #fail(code: number, reason: string): Promise<void> {
+    if (this.#state === State.CLOSED) return Promise.resolve();
+    const level = code === ErrorCode.SHUTTING_DOWN || code === ErrorCode.SESSION_TAKEN_OVER
+      ? "debug"
+      : "warn";
+    this.#ctx.log.log(level, "closing connection", {
+      conn: this.id,
+      remote: this.remote,
+      client_id: this.clientId,
+      code,
+      reason,
+    });
+    this.#send(encodeError(code, reason));
+    this.#state = State.CLOSED;
+    this.#closeReason = reason;
+    const flushed = this.#flushing ?? Promise.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((r) => timer = setTimeout(r, ERROR_FLUSH_MS));
+    return Promise.race([flushed, grace]).then(() => {
+      clearTimeout(timer);
+      this.#closeSocket(reason);
+    });
+  }
+
+  #closeSocket(reason: string): void {
+    this.#state = State.CLOSED;
+    if (this.#closeReason === "") this.#closeReason = reason;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  #end(): void {
+    if (this.#session !== null && this.#session.owner === this) this.#session.owner = null;
+    this.#closeSocket("peer closed");
+    this.#ctx.closed(this);
+  }
+
+  #reserve(n: number): void {
+    const need = this.#outLen + n;
+    if (need <= this.#out.length) return;
+    const grown = new Uint8Array(Math.max(need, this.#out.length * 2));
+    grown.set(this.#out.subarray(0, this.#outLen));
+    this.#out = grown;
+  }
+
+  #send(frame: Uint8Array): void {
+    this.#reserve(frame.length);
+    this.#out.set(frame, this.#outLen);
+    this.#outLen += frame.length;
+    this.#lastAckAt = -1;
+    this.#kick();
+  }
+
+  #kick(): void {
+    if (this.#flushing === null) this.#flushing = this.#flushLoop();
+  }
+
+  async #flushLoop(): Promise<void> {
+    try {
+      while (this.#outLen > 0) {
+        const bytes = this.#out;
+        const length = this.#outLen;
+        this.#out = this.#spare;
+        this.#outLen = 0;
+        this.#lastAckAt = -1;
+        let done = 0;
+        while (done < length) done += await this.#conn.write(bytes.subarray(done, length));
+        this.#spare = bytes;
+      }
+    } catch (e) {
+      if (this.#state !== State.CLOSED) {
+        this.#ctx.log.debug("connection write failed", {
+          conn: this.id,
+          error: (e as Error).message,
+        });
+      }
+      this.#outLen = 0;
+      this.#closeSocket("write failed");
+    } finally {
+      this.#flushing = null;
+    }
+  }
+}
+
+const ACCEPTED = 0;
+const REFUSED = 1;
+const BROKEN = 2;

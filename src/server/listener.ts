@@ -1,0 +1,75 @@
+/**
+ * The listener: accepts connections and hands each to the server, refusing those past
+ * MAX_CONNECTIONS with `ERROR 4`. Accept errors (such as running out of file descriptors) are
+ * logged and retried after a pause instead of ending the server.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import { encodeError, ErrorCode } from "../protocol/frames.ts";
+
+/** What the accept loop asks of the server. */
+export interface AcceptHandler {
+  /** Whether another connection may be served now. */
+  hasRoom(): boolean;
+  /** Serves an accepted connection. */
+  serve(conn: Deno.Conn): void;
+}
+
+const ACCEPT_RETRY_MS = 100;
+
+/**
+ * Opens a TCP listener with the given backlog.
+ *
+ * @example
+ * ```ts
+ * const listener = listen("127.0.0.1", 9000, 4096);
+ * ```
+ */
+export function listen(hostname: string, port: number, backlog: number): Deno.TcpListener {
+  return Deno.listen(
+    { hostname, port, transport: "tcp", tcpBacklog: backlog } as Deno.TcpListenOptions,
+  );
+}
+
+/**
+ * Accepts until the listener is closed.
+ *
+ * @example
+ * ```ts
+ * await acceptLoop(listener, { hasRoom: () => true, serve: (conn) => conn.close() }, log);
+ * ```
+ */
+export async function acceptLoop(
+  listener: Deno.Listener,
+  handler: AcceptHandler,
+  log: Logger,
+): Promise<void> {
+  const refusal = encodeError(ErrorCode.TOO_MANY_CONNECTIONS, "too many connections");
+  for (;;) {
+    let conn: Deno.Conn;
+    try {
+      conn = await listener.accept();
+    } catch (e) {
+      if (e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted) return;
+      log.warn("accept failed", { error: (e as Error).message });
+      await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
+      continue;
+    }
+    if (!handler.hasRoom()) {
+      log.warn("refusing connection: too many connections", {
+        remote: `${(conn.remoteAddr as Deno.NetAddr).hostname}`,
+      });
+      conn.write(refusal).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch {
+          // already closed by the peer
+        }
+      });
+      continue;
+    }
+    handler.serve(conn);
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * The server: wires the listener, the service tasks, the queue and the writer together, and
+ * runs the graceful shutdown. One message's path: `listener.ts` accepts, `connection.ts` decodes
+ * and queues it (`channel.ts`), `writer.ts` formats it (`line.ts`) into the file and acks it.
+ *
+ * @module
+ */
+
+import type { Config } from "../config.ts";
+import { Logger } from "../log.ts";
+import type { DecoderLimits } from "../protocol/decoder.ts";
+import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../protocol/frames.ts";
+import { Channel } from "./channel.ts";
+import { Connection, type ConnectionStats, type ServerContext } from "./connection.ts";
+import { openDataFile } from "./data_file.ts";
+import { acceptLoop, listen } from "./listener.ts";
+import { SessionTable } from "./sessions.ts";
+import { type Entry, Writer, type WriterStats } from "./writer.ts";
+
+/** Counters of a running server. */
+export interface ServerStats extends ConnectionStats {
+  connectionsOpen: number;
+  connectionsTotal: number;
+  queueRecords: number;
+  writer: WriterStats;
+}
+
+/** Options of {@linkcode startServer}. */
+export interface ServerOptions {
+  /** Where log lines go; defaults to a stderr logger at LOG_LEVEL. */
+  log?: Logger;
+  /** How long a failing write is retried before NACK 4 (default 5000 ms). */
+  writeRetryMs?: number;
+}
+
+/**
+ * A running msgserver.
+ *
+ * @example
+ * ```ts
+ * const server = await startServer({ ...DEFAULTS, PORT: 0, FILE_NAME: "/tmp/m.log" });
+ * console.log(server.addr.port);
+ * await server.shutdown();
+ * ```
+ */
+export class MsgServer {
+  /** The address the server listens on (with the real port when PORT was 0). */
+  readonly addr: Deno.NetAddr;
+  /** Resolves when the server has shut down. */
+  readonly finished: Promise<void>;
+
+  readonly #config: Config;
+  readonly #log: Logger;
+  readonly #listener: Deno.Listener;
+  readonly #queue: Channel<Entry>;
+  readonly #writer: Writer;
+  readonly #file: Deno.FsFile;
+  readonly #connections = new Set<Connection>();
+  readonly #connStats: ConnectionStats = {
+    received: 0,
+    nacked: 0,
+    duplicates: 0,
+    protocolErrors: 0,
+  };
+  readonly #writerDone: Promise<void>;
+  readonly #sweeper: ReturnType<typeof setInterval>;
+  #total = 0;
+  #stopping = false;
+  #shutdown: Promise<void> | null = null;
+  #resolveFinished!: () => void;
+
+  private constructor(
+    config: Config,
+    log: Logger,
+    listener: Deno.Listener,
+    file: Deno.FsFile,
+    size: number,
+    options: ServerOptions,
+  ) {
+    this.#config = config;
+    this.#log = log;
+    this.#listener = listener;
+    this.#file = file;
+    this.addr = listener.addr as Deno.NetAddr;
+    this.finished = new Promise((r) => this.#resolveFinished = r);
+    this.#queue = new Channel<Entry>({
+      maxRecords: config.QUEUE_CAPACITY,
+      maxBytes: config.QUEUE_MAX_BYTES,
+    });
+    this.#writer = new Writer(this.#queue, file, size, {
+      ackMode: config.ACK_MODE,
+      msgPerWrite: config.MSG_PER_WRITE,
+      flushIntervalMs: config.FLUSH_INTERVAL_MS,
+      log,
+      ...(options.writeRetryMs === undefined ? {} : { writeRetryMs: options.writeRetryMs }),
+    });
+    this.#writerDone = this.#writer.run().catch((e) => {
+      log.error("writer stopped", { error: (e as Error).message });
+      this.shutdown();
+    });
+
+    const limits: DecoderLimits = {
+      maxMsgLength: msgFrameLimit(config.MAX_MESSAGE_BYTES),
+      maxSkippedMsgLength: msgFrameLimit(config.MAX_MESSAGE_BYTES * OVERSIZE_FACTOR),
+      maxControlLength: MAX_CONTROL_FRAME_LENGTH,
+    };
+    const token = config.AUTH_TOKEN === "" ? null : new TextEncoder().encode(config.AUTH_TOKEN);
+    const sessions = new SessionTable(config.MAX_SESSIONS);
+    const connections = this.#connections;
+    // deno-lint-ignore no-this-alias
+    const server = this;
+    const context: ServerContext = {
+      config,
+      queue: this.#queue,
+      sessions,
+      log,
+      stats: this.#connStats,
+      limits,
+      token,
+      get stopping() {
+        return server.#stopping;
+      },
+      closed(connection) {
+        connections.delete(connection);
+      },
+    };
+
+    acceptLoop(listener, {
+      hasRoom: () => connections.size < config.MAX_CONNECTIONS,
+      serve: (conn) => {
+        try {
+          (conn as Deno.TcpConn).setNoDelay(true);
+        } catch {
+          // not every transport has Nagle's algorithm to turn off
+        }
+        const connection = new Connection(conn, context, ++this.#total);
+        connections.add(connection);
+        connection.serve();
+      },
+    }, log);
+
+    const tick = Math.max(
+      10,
+      Math.min(
+        1000,
+        config.HANDSHAKE_TIMEOUT_MS / 4,
+        config.IDLE_TIMEOUT_MS > 0 ? config.IDLE_TIMEOUT_MS / 4 : 1000,
+      ),
+    );
+    this.#sweeper = setInterval(() => this.#sweep(), tick);
+  }
+
+  /**
+   * Opens the file, listens, and starts the writer; resolves once the server accepts
+   * connections.
+   */
+  static async start(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
+    const log = options.log ?? new Logger(config.LOG_LEVEL);
+    const { file, size, tornBytes } = await openDataFile(config.FILE_NAME);
+    if (tornBytes > 0) {
+      log.warn("moved a torn last line aside", {
+        file: config.FILE_NAME,
+        bytes: tornBytes,
+        to: `${config.FILE_NAME}.torn`,
+      });
+    }
+    let listener: Deno.Listener;
+    try {
+      listener = listen(config.IP, config.PORT, config.TCP_BACKLOG);
+    } catch (e) {
+      file.close();
+      throw new Error(`Cannot listen on ${config.IP}:${config.PORT}: ${(e as Error).message}`);
+    }
+    const server = new MsgServer(config, log, listener, file, size, options);
+    log.info("listening", {
+      addr: `${server.addr.hostname}:${server.addr.port}`,
+      file: config.FILE_NAME,
+      ack_mode: config.ACK_MODE,
+      msg_per_write: config.MSG_PER_WRITE,
+      flush_interval_ms: config.FLUSH_INTERVAL_MS,
+      queue_capacity: config.QUEUE_CAPACITY,
+      max_message_bytes: config.MAX_MESSAGE_BYTES,
+      max_connections: config.MAX_CONNECTIONS,
+      auth: config.AUTH_TOKEN === "" ? "off" : "on",
+    });
+    return server;
+  }
+
+  /** Current counters. */
+  stats(): ServerStats {
+    return {
+      ...this.#connStats,
+      connectionsOpen: this.#connections.size,
+      connectionsTotal: this.#total,
+      queueRecords: this.#queue.records,
+      writer: { ...this.#writer.stats },
+    };
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    const handshake = this.#config.HANDSHAKE_TIMEOUT_MS;
+    const idle = this.#config.IDLE_TIMEOUT_MS;
+    for (const connection of this.#connections) {
+      if (connection.isClosed) continue;
+      if (connection.awaitingHello && now - connection.openedAt > handshake) {
+        connection.timeout(`no HELLO within ${handshake} ms`);
+      } else if (idle > 0 && now - connection.lastActivity > idle) {
+        connection.timeout(`idle for ${idle} ms`);
+      }
+    }
+  }
+
+  /**
+   * Stops accepting, writes and acks everything already queued, tells every client
+   * `ERROR 6 shutting down`, closes the file. Connections still open after SHUTDOWN_TIMEOUT_MS
+   * are cut. Safe to call more than once.
+   */
+  shutdown(): Promise<void> {
+    if (this.#shutdown === null) this.#shutdown = this.#runShutdown();
+    return this.#shutdown;
+  }
+
+  async #runShutdown(): Promise<void> {
+    const log = this.#log;
+    log.info("shutting down", {
+      connections: this.#connections.size,
+      queued: this.#queue.records,
+    });
+    this.#stopping = true;
+    clearInterval(this.#sweeper);
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    this.#queue.close();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((r) =>
+      timer = setTimeout(() => r("timeout"), this.#config.SHUTDOWN_TIMEOUT_MS)
+    );
+    const graceful = (async () => {
+      await this.#writerDone;
+      await Promise.all([...this.#connections].map((c) => c.finish()));
+    })();
+    const outcome = await Promise.race([graceful, timeout]);
+    clearTimeout(timer);
+    if (outcome === "timeout") {
+      log.error("shutdown timed out: cutting connections", {
+        connections: this.#connections.size,
+        queued: this.#queue.records,
+      });
+    }
+    for (const c of this.#connections) c.abort();
+    try {
+      this.#file.close();
+    } catch {
+      // closed already
+    }
+    const w = this.#writer.stats;
+    log.info("stopped", { records: w.records, batches: w.batches, bytes: w.bytes });
+    this.#resolveFinished();
+  }
+}
+
+/**
+ * Starts a server with `config`; see {@linkcode MsgServer}.
+ *
+ * @example
+ * ```ts
+ * const server = await startServer(config);
+ * Deno.addSignalListener("SIGTERM", () => server.shutdown());
+ * ```
+ */
+export function startServer(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
+  return MsgServer.start(config, options);
+}
