@@ -1,0 +1,211 @@
+import { equal, match, ok } from "node:assert/strict";
+import { MsgClient } from "../src/client/client.ts";
+import { readRecords, readText } from "./helpers.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const deno = Deno.execPath();
+
+interface Spawned {
+  child: Deno.ChildProcess;
+  port: number;
+  stderr: () => string;
+}
+
+/** Starts `msgserver` as its own process with MS_HOME=dir and waits for its listen line. */
+async function spawnServer(dir: string, args: string[] = []): Promise<Spawned> {
+  const child = new Deno.Command(deno, {
+    args: ["run", "-A", `${root}src/cli/msgserver.ts`, ...args],
+    env: { MS_HOME: dir },
+    cwd: dir,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      text += value;
+    }
+  })();
+  const deadline = Date.now() + 15000;
+  while (!/listening addr=\S+:(\d+)/.test(text)) {
+    if (Date.now() > deadline) throw new Error(`Server did not start:\n${text}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const port = Number(text.match(/listening addr=\S+:(\d+)/)![1]);
+  child.status.then(() => pump);
+  return { child, port, stderr: () => text };
+}
+
+async function writeConf(dir: string, extra = ""): Promise<void> {
+  await Deno.writeTextFile(
+    `${dir}/app.conf`,
+    `# test config\nPORT=0\nFILE_NAME=${dir}/messages.log\nLOG_LEVEL=info\n${extra}`,
+  );
+}
+
+async function run(
+  args: string[],
+  options: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(deno, {
+    args,
+    cwd: options.cwd ?? root,
+    ...(options.env === undefined ? {} : { env: options.env }),
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("deno task client 1 hi,hello prints two acks and leaves both lines in the file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeConf(dir);
+    const server = await spawnServer(dir);
+    await Deno.writeTextFile(`${dir}/app.conf`, `PORT=${server.port}\n`);
+    const result = await run(["task", "-q", "client", "1", "hi,hello"], {
+      env: { MS_HOME: dir },
+    });
+    equal(result.code, 0, result.stderr);
+    const lines = result.stdout.trim().split("\n");
+    match(lines[0]!, /^ack msg_id=1 latency_us=\d+$/);
+    match(lines[1]!, /^ack msg_id=2 latency_us=\d+$/);
+    match(
+      lines[2]!,
+      /^sent 2 messages in [\d.]+ ms: 2 acked, 0 not acked; average latency \d+ us$/,
+    );
+    server.child.kill("SIGTERM");
+    equal((await server.child.status).code, 0);
+    equal(await readText(`${dir}/messages.log`), "1 1 client_1 hi\n1 2 client_1 hello\n");
+    match(server.stderr(), /INFO stopped records=2/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("msgclient --stdin sends one message per line and exits 1 when one is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeConf(dir, "MAX_MESSAGE_BYTES=10\n");
+    const server = await spawnServer(dir);
+    const client = `${root}src/cli/msgclient.ts`;
+    const ok1 = await run(["run", "-A", client, "--port", `${server.port}`, "--stdin", "5"], {
+      stdin: "first line\r\nsecond\n\nlast",
+      cwd: dir,
+    });
+    equal(ok1.code, 0, ok1.stdout + ok1.stderr);
+    match(ok1.stdout, /sent 4 messages in .*: 4 acked, 0 not acked/);
+    const refused = await run(
+      ["run", "-A", client, "--port", `${server.port}`, "6", "short,this one is too long"],
+      { cwd: dir },
+    );
+    equal(refused.code, 1);
+    match(refused.stdout, /nack msg_id=2 code=1 /);
+    match(refused.stdout, /1 acked, 1 not acked/);
+    server.child.kill("SIGINT");
+    equal((await server.child.status).code, 0);
+    equal(
+      await readText(`${dir}/messages.log`),
+      "5 1 client_5 first line\n5 2 client_5 second\n5 3 client_5 \n5 4 client_5 last\n" +
+        "6 1 client_6 short\n",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("msgclient exits 1 with a clear message when no server listens", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const result = await run([
+    "run",
+    "-A",
+    `${root}src/cli/msgclient.ts`,
+    "--port",
+    `${port}`,
+    "1",
+    "x",
+  ]);
+  equal(result.code, 1);
+  match(result.stderr, new RegExp(`msgclient: cannot send to 127.0.0.1:${port}: `));
+});
+
+Deno.test("bad config stops both programs with the key, the value and what is allowed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/app.conf`, "PORT=9000\nPORTT=1\n");
+    const server = await run(["run", "-A", `${root}src/cli/msgserver.ts`], {
+      env: { MS_HOME: dir },
+    });
+    equal(server.code, 2);
+    equal(
+      server.stderr.trim(),
+      `msgserver: Cannot parse ${dir}/app.conf line 2: unknown key "PORTT" (did you mean "PORT"?)`,
+    );
+    await Deno.writeTextFile(`${dir}/app.conf`, "ACK_MODE=sometimes\n");
+    const client = await run(["run", "-A", `${root}src/cli/msgclient.ts`, "1", "x"], {
+      env: { MS_HOME: dir },
+    });
+    equal(client.code, 2);
+    equal(
+      client.stderr.trim(),
+      `msgclient: Cannot load config: ACK_MODE is "sometimes" (${dir}/app.conf line 1); ` +
+        `allowed: one of "received", "written", "durable"`,
+    );
+    await Deno.writeTextFile(`${dir}/app.conf`, "PORT=9000\n");
+    const flag = await run(["run", "-A", `${root}src/cli/msgserver.ts`, "--port", "70000"], {
+      env: { MS_HOME: dir },
+    });
+    equal(flag.code, 2);
+    match(flag.stderr, /PORT is "70000" \(flag --port\); allowed: an integer from 0 to 65535/);
+    const usage = await run(["run", "-A", `${root}src/cli/msgclient.ts`, "1"], { cwd: dir });
+    equal(usage.code, 2);
+    match(usage.stderr, /expected <client_id> <msg1,msg2,...>, got 1 arguments/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGTERM under load: exit 0 and every acked message is in the file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeConf(dir, "MSG_PER_WRITE=64\n");
+    const server = await spawnServer(dir);
+    const clients = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => MsgClient.connect({ port: server.port, clientId: i })),
+    );
+    const acked = new Set<string>();
+    const work = clients.map(async (c, i) => {
+      const sends = [];
+      for (let m = 0; m < 5000; m++) {
+        const id = c.nextMsgId;
+        sends.push(c.send("load", `payload ${m}`).then(() => acked.add(`${i}/${id}`)));
+      }
+      await Promise.allSettled(sends);
+    });
+    await new Promise((r) => setTimeout(r, 30));
+    server.child.kill("SIGTERM");
+    equal((await server.child.status).code, 0, server.stderr());
+    await Promise.all(work);
+    const records = await readRecords(`${dir}/messages.log`);
+    const inFile = new Set(records.map((r) => `${r.clientId}/${r.msgId}`));
+    equal(inFile.size, records.length, "no line twice");
+    for (const key of acked) ok(inFile.has(key), `acked ${key} is in the file`);
+    ok(acked.size > 0);
+    match(server.stderr(), /INFO shutting down/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
