@@ -18,7 +18,9 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 export interface Config {
   IP: string;
   PORT: number;
+  LEGACY_PORT: number;
   FILE_NAME: string;
+  FILE_MAX_BYTES: number;
   MSG_PER_WRITE: number;
   TIME_INTERVAL_BTN_MSG: number;
   ACK_MODE: AckMode;
@@ -48,7 +50,9 @@ const MIB = 1024 * 1024;
 export const DEFAULTS: Readonly<Config> = Object.freeze({
   IP: "127.0.0.1",
   PORT: 9000,
+  LEGACY_PORT: 0,
   FILE_NAME: "messages.log",
+  FILE_MAX_BYTES: 0,
   MSG_PER_WRITE: 4096,
   TIME_INTERVAL_BTN_MSG: 0,
   ACK_MODE: "written",
@@ -69,7 +73,19 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
 const SPECS: Readonly<Record<keyof Config, Spec>> = {
   IP: { kind: "string", allowEmpty: false, help: "address to listen on / connect to" },
   PORT: { kind: "int", min: 0, max: 65535, help: "TCP port (0: any free port, server only)" },
+  LEGACY_PORT: {
+    kind: "int",
+    min: 0,
+    max: 65535,
+    help: "port for the original C++ server's fixed-frame protocol (0: off)",
+  },
   FILE_NAME: { kind: "string", allowEmpty: false, help: "file the records are appended to" },
+  FILE_MAX_BYTES: {
+    kind: "int",
+    min: 0,
+    max: Number.MAX_SAFE_INTEGER,
+    help: "rotate the file before it would pass this size (0: never)",
+  },
   MSG_PER_WRITE: { kind: "int", min: 1, max: 1_000_000, help: "most records per file write" },
   TIME_INTERVAL_BTN_MSG: {
     kind: "number",

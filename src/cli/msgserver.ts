@@ -54,11 +54,14 @@ async function main(args: string[]): Promise<number> {
   };
   const onInt = stop("SIGINT");
   const onTerm = stop("SIGTERM");
+  const onHup = () => server.reopen();
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
+  Deno.addSignalListener("SIGHUP", onHup);
   await server.finished;
   Deno.removeSignalListener("SIGINT", onInt);
   Deno.removeSignalListener("SIGTERM", onTerm);
+  Deno.removeSignalListener("SIGHUP", onHup);
   return 0;
 }
 

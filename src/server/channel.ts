@@ -149,6 +149,15 @@ export class Channel<T extends Weighed> {
     });
   }
 
+  /** Wakes the consumer's `wait()` without an item, so it can look at other work. */
+  wake(): void {
+    const consumer = this.#consumer;
+    if (consumer !== null) {
+      this.#consumer = null;
+      consumer();
+    }
+  }
+
   /**
    * Refuses new pushes. Producers already waiting for room still get in; the consumer should
    * drain until `drained` is true.

@@ -37,6 +37,25 @@ export interface ConnectionStats {
   protocolErrors: number;
 }
 
+/** What the server needs of any connection it serves, native or legacy. */
+export interface Served {
+  readonly isClosed: boolean;
+  /** True while a handshake is still owed (never for the legacy protocol). */
+  readonly awaitingHello: boolean;
+  /** When it was accepted (ms, `performance.now()`). */
+  readonly openedAt: number;
+  /** When bytes last arrived (ms, `performance.now()`). */
+  readonly lastActivity: number;
+  /** Reads and serves until the connection ends. */
+  serve(): Promise<void>;
+  /** Shutdown: closes after every ack owed is sent. */
+  finish(): Promise<void>;
+  /** Closes at once. */
+  abort(): void;
+  /** Closes for a timeout, telling the peer if the protocol can. */
+  timeout(reason: string): void;
+}
+
 /** What a connection needs from the server it belongs to. */
 export interface ServerContext {
   readonly config: Config;
@@ -50,7 +69,7 @@ export interface ServerContext {
   /** True from the moment shutdown begins: no new record is accepted. */
   readonly stopping: boolean;
   /** Called once when the connection has ended. */
-  closed(connection: Connection): void;
+  closed(connection: Served): void;
 }
 
 const State = { AWAIT_HELLO: 0, READY: 1, CLOSED: 2 } as const;
@@ -72,11 +91,12 @@ function u32(d: Uint8Array, p: number): number {
  * await connection.serve(); // returns when the peer or the server ends it
  * ```
  */
-export class Connection implements RecordSource, SessionOwner {
+export class Connection implements RecordSource, SessionOwner, Served {
   /** The client_id from HELLO (0 until then). */
   clientId = 0;
   batchSeq = -1;
   batchLastId = 0;
+  batchRecords = 0;
   /** When this connection was accepted (ms, `performance.now()`). */
   readonly openedAt = performance.now();
   /** When the last bytes arrived (ms, `performance.now()`). */
@@ -259,7 +279,7 @@ export class Connection implements RecordSource, SessionOwner {
       if (e instanceof ChannelClosedError) return; // shutting down: not written, so not acked
       throw e;
     }
-    if (this.#ctx.config.ACK_MODE === "received") this.acknowledge(lastId);
+    if (this.#ctx.config.ACK_MODE === "received") this.acknowledge(lastId, count);
   }
 
   /** Handles HELLO; returns false if it closed the connection. */
@@ -324,7 +344,7 @@ export class Connection implements RecordSource, SessionOwner {
     if (pending !== null) await pending;
   }
 
-  acknowledge(msgId: number): void {
+  acknowledge(msgId: number, _records: number): void {
     // After an ERROR nothing more is sent; the peer learns what landed from WELCOME.last_msg_id.
     if (this.#state === State.CLOSED) return;
     // ACKs are cumulative: one still waiting in the outbox is raised instead of adding another.

@@ -15,6 +15,8 @@ export interface AcceptHandler {
   hasRoom(): boolean;
   /** Serves an accepted connection. */
   serve(conn: Deno.Conn): void;
+  /** True for the legacy port, whose protocol has no ERROR frame: refusals just close. */
+  legacy?: boolean;
 }
 
 const ACCEPT_RETRY_MS = 100;
@@ -61,7 +63,7 @@ export async function acceptLoop(
       log.warn("refusing connection: too many connections", {
         remote: `${(conn.remoteAddr as Deno.NetAddr).hostname}`,
       });
-      conn.write(refusal).catch(() => {}).finally(() => {
+      (handler.legacy ? Promise.resolve(0) : conn.write(refusal)).catch(() => 0).finally(() => {
         try {
           conn.close();
         } catch {

@@ -11,8 +11,9 @@ import { Logger } from "../log.ts";
 import type { DecoderLimits } from "../protocol/decoder.ts";
 import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../protocol/frames.ts";
 import { Channel } from "./channel.ts";
-import { Connection, type ConnectionStats, type ServerContext } from "./connection.ts";
-import { openDataFile } from "./data_file.ts";
+import { Connection, type ConnectionStats, type Served, type ServerContext } from "./connection.ts";
+import { LegacyConnection } from "./legacy_connection.ts";
+import { type DataFile, openDataFile } from "./data_file.ts";
 import { acceptLoop, listen } from "./listener.ts";
 import { SessionTable } from "./sessions.ts";
 import { type Entry, Writer, type WriterStats } from "./writer.ts";
@@ -52,10 +53,12 @@ export class MsgServer {
   readonly #config: Config;
   readonly #log: Logger;
   readonly #listener: Deno.Listener;
+  readonly #legacyListener: Deno.Listener | null;
+  /** The legacy protocol's address, when LEGACY_PORT is set. */
+  readonly legacyAddr: Deno.NetAddr | null;
   readonly #queue: Channel<Entry>;
   readonly #writer: Writer;
-  readonly #file: Deno.FsFile;
-  readonly #connections = new Set<Connection>();
+  readonly #connections = new Set<Served>();
   readonly #connStats: ConnectionStats = {
     received: 0,
     nacked: 0,
@@ -73,21 +76,24 @@ export class MsgServer {
     config: Config,
     log: Logger,
     listener: Deno.Listener,
-    file: Deno.FsFile,
-    size: number,
+    legacyListener: Deno.Listener | null,
+    data: DataFile,
     options: ServerOptions,
   ) {
     this.#config = config;
     this.#log = log;
     this.#listener = listener;
-    this.#file = file;
+    this.#legacyListener = legacyListener;
+    this.legacyAddr = legacyListener === null ? null : legacyListener.addr as Deno.NetAddr;
     this.addr = listener.addr as Deno.NetAddr;
     this.finished = new Promise((r) => this.#resolveFinished = r);
     this.#queue = new Channel<Entry>({
       maxRecords: config.QUEUE_CAPACITY,
       maxBytes: config.QUEUE_MAX_BYTES,
     });
-    this.#writer = new Writer(this.#queue, file, size, {
+    this.#writer = new Writer(this.#queue, data, {
+      path: config.FILE_NAME,
+      maxFileBytes: config.FILE_MAX_BYTES,
       ackMode: config.ACK_MODE,
       msgPerWrite: config.MSG_PER_WRITE,
       flushIntervalMs: config.FLUSH_INTERVAL_MS,
@@ -125,19 +131,27 @@ export class MsgServer {
       },
     };
 
-    acceptLoop(listener, {
-      hasRoom: () => connections.size < config.MAX_CONNECTIONS,
-      serve: (conn) => {
-        try {
-          (conn as Deno.TcpConn).setNoDelay(true);
-        } catch {
-          // not every transport has Nagle's algorithm to turn off
-        }
-        const connection = new Connection(conn, context, ++this.#total);
-        connections.add(connection);
-        connection.serve();
-      },
-    }, log);
+    const hasRoom = () => connections.size < config.MAX_CONNECTIONS;
+    const admit = (conn: Deno.Conn, legacy: boolean) => {
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // not every transport has Nagle's algorithm to turn off
+      }
+      const connection = legacy
+        ? new LegacyConnection(conn, context, ++this.#total)
+        : new Connection(conn, context, ++this.#total);
+      connections.add(connection);
+      connection.serve();
+    };
+    acceptLoop(listener, { hasRoom, serve: (conn) => admit(conn, false) }, log);
+    if (legacyListener !== null) {
+      acceptLoop(
+        legacyListener,
+        { hasRoom, serve: (conn) => admit(conn, true), legacy: true },
+        log,
+      );
+    }
 
     const tick = Math.max(
       10,
@@ -156,22 +170,51 @@ export class MsgServer {
    */
   static async start(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
     const log = options.log ?? new Logger(config.LOG_LEVEL);
-    const { file, size, tornBytes } = await openDataFile(config.FILE_NAME);
-    if (tornBytes > 0) {
+    const data = await openDataFile(config.FILE_NAME);
+    if (data.tornBytes > 0) {
       log.warn("moved a torn last line aside", {
         file: config.FILE_NAME,
-        bytes: tornBytes,
+        bytes: data.tornBytes,
         to: `${config.FILE_NAME}.torn`,
       });
     }
-    let listener: Deno.Listener;
+    let listener: Deno.Listener | null = null;
+    let legacy: Deno.Listener | null = null;
     try {
       listener = listen(config.IP, config.PORT, config.TCP_BACKLOG);
+      if (config.LEGACY_PORT !== 0) {
+        try {
+          legacy = listen(config.IP, config.LEGACY_PORT, config.TCP_BACKLOG);
+        } catch (e) {
+          throw new Error(
+            `Cannot listen on ${config.IP}:${config.LEGACY_PORT} (LEGACY_PORT): ${
+              (e as Error).message
+            }`,
+          );
+        }
+      }
     } catch (e) {
-      file.close();
-      throw new Error(`Cannot listen on ${config.IP}:${config.PORT}: ${(e as Error).message}`);
+      data.file.close();
+      listener?.close();
+      const message = (e as Error).message;
+      throw new Error(
+        message.startsWith("Cannot listen")
+          ? message
+          : `Cannot listen on ${config.IP}:${config.PORT}: ${message}`,
+      );
     }
-    const server = new MsgServer(config, log, listener, file, size, options);
+    const server = new MsgServer(config, log, listener, legacy, data, options);
+    if (!isLoopback(config.IP) && config.AUTH_TOKEN === "") {
+      log.warn("listening beyond loopback without AUTH_TOKEN: anyone who can connect can write", {
+        ip: config.IP,
+      });
+    }
+    if (legacy !== null && !isLoopback(config.IP)) {
+      log.warn("LEGACY_PORT has no authentication: keep it on loopback or behind a firewall", {
+        ip: config.IP,
+        legacy_port: server.legacyAddr!.port,
+      });
+    }
     log.info("listening", {
       addr: `${server.addr.hostname}:${server.addr.port}`,
       file: config.FILE_NAME,
@@ -182,6 +225,9 @@ export class MsgServer {
       max_message_bytes: config.MAX_MESSAGE_BYTES,
       max_connections: config.MAX_CONNECTIONS,
       auth: config.AUTH_TOKEN === "" ? "off" : "on",
+      legacy: server.legacyAddr === null
+        ? "off"
+        : `${server.legacyAddr.hostname}:${server.legacyAddr.port}`,
     });
     return server;
   }
@@ -212,6 +258,15 @@ export class MsgServer {
   }
 
   /**
+   * Reopens FILE_NAME after the batch in flight (SIGHUP: the logrotate convention is to move
+   * the file, then signal).
+   */
+  reopen(): void {
+    this.#log.info("reopen requested", { file: this.#config.FILE_NAME });
+    this.#writer.reopen();
+  }
+
+  /**
    * Stops accepting, writes and acks everything already queued, tells every client
    * `ERROR 6 shutting down`, closes the file. Connections still open after SHUTDOWN_TIMEOUT_MS
    * are cut. Safe to call more than once.
@@ -229,10 +284,12 @@ export class MsgServer {
     });
     this.#stopping = true;
     clearInterval(this.#sweeper);
-    try {
-      this.#listener.close();
-    } catch {
-      // already closed
+    for (const listener of [this.#listener, this.#legacyListener]) {
+      try {
+        listener?.close();
+      } catch {
+        // already closed
+      }
     }
     this.#queue.close();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -252,15 +309,15 @@ export class MsgServer {
       });
     }
     for (const c of this.#connections) c.abort();
-    try {
-      this.#file.close();
-    } catch {
-      // closed already
-    }
+    this.#writer.close();
     const w = this.#writer.stats;
     log.info("stopped", { records: w.records, batches: w.batches, bytes: w.bytes });
     this.#resolveFinished();
   }
+}
+
+function isLoopback(ip: string): boolean {
+  return ip === "localhost" || ip === "::1" || ip.startsWith("127.");
 }
 
 /**

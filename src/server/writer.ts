@@ -15,7 +15,7 @@ import type { AckMode } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { FrameType, NackCode } from "../protocol/frames.ts";
 import type { Channel } from "./channel.ts";
-import { writeAll } from "./data_file.ts";
+import { type DataFile, openDataFile, writeAll } from "./data_file.ts";
 import { LineBuffer } from "./line.ts";
 
 /** Where queued records come from and where their outcome goes: a connection. */
@@ -26,8 +26,13 @@ export interface RecordSource {
   batchSeq: number;
   /** Writer bookkeeping: the highest msg_id of this source in the current batch. */
   batchLastId: number;
-  /** Every record of this source up to `msgId` is done; send the cumulative ACK. */
-  acknowledge(msgId: number): void;
+  /** Writer bookkeeping: records of this source in the current batch. */
+  batchRecords: number;
+  /**
+   * `records` more records of this source are done, the last with `msgId`: every record of this
+   * source up to there is written (as ACK_MODE says) or was refused.
+   */
+  acknowledge(msgId: number, records: number): void;
   /** This record was not written. */
   refuse(msgId: number, code: number, reason: string): void;
 }
@@ -35,6 +40,8 @@ export interface RecordSource {
 /**
  * One queue item: the MSG frames one read of one connection produced, copied out of the read
  * buffer as they came off the wire. A frame whose type byte is 0 was refused and is skipped.
+ * Sources whose records each carry their own client_id (the legacy protocol) queue
+ * {@linkcode RECORD_WITH_CLIENT} frames instead.
  */
 export interface Entry {
   readonly source: RecordSource;
@@ -44,6 +51,12 @@ export interface Entry {
   /** `data.length`, for the channel's byte bound. */
   readonly bytes: number;
 }
+
+/**
+ * Type byte of an internal queue record that names its client: `u32 length | 0x7e |
+ * u32 client_id | u32 msg_id | u8 name_len | name | payload`. Never on the wire.
+ */
+export const RECORD_WITH_CLIENT = 0x7e;
 
 /** A batch is written once its lines reach this many bytes, whatever MSG_PER_WRITE says. */
 export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
@@ -63,12 +76,26 @@ export interface WriterStats {
 
 /** Options of {@linkcode Writer}. */
 export interface WriterOptions {
+  /** The data file's path, for rotation and reopening. */
+  path: string;
+  /** Rotate before a batch would take the file past this size; 0 = never. */
+  maxFileBytes: number;
   ackMode: AckMode;
   msgPerWrite: number;
   flushIntervalMs: number;
   /** How long a failing write is retried before the batch is refused with NACK 4. */
   writeRetryMs?: number;
   log: Logger;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
 }
 
 function u32(d: Uint8Array, p: number): number {
@@ -80,14 +107,16 @@ function u32(d: Uint8Array, p: number): number {
  *
  * @example
  * ```ts
- * const writer = new Writer(queue, file, size, { ackMode: "written", msgPerWrite: 4096,
+ * const writer = new Writer(queue, await openDataFile("messages.log"), {
+ *   path: "messages.log", maxFileBytes: 0, ackMode: "written", msgPerWrite: 4096,
  *   flushIntervalMs: 0, log });
  * const done = writer.run(); // resolves once the queue is closed and drained
  * ```
  */
 export class Writer {
   readonly #queue: Channel<Entry>;
-  readonly #file: Deno.FsFile;
+  #file: Deno.FsFile;
+  #reopenWanted = false;
   readonly #opts: WriterOptions;
   readonly #ackOnWrite: boolean;
   readonly #out = new LineBuffer(INITIAL_BATCH_BYTES);
@@ -97,18 +126,33 @@ export class Writer {
   readonly #segStarts: number[] = [];
   readonly #segEnds: number[] = [];
   #offset: number;
+  readonly #maxFileBytes: number;
+  #mustFlush = false;
+  /** Set when a batch was cut short because the file is nearly at FILE_MAX_BYTES. */
+  #fileFull = false;
+  #storageDown = false;
   #seq = 0;
   #batchCount = 0;
   #firstAt = 0;
   /** Counters, for logs and tests. */
   readonly stats: WriterStats = { records: 0, batches: 0, bytes: 0, failedRecords: 0 };
 
-  constructor(queue: Channel<Entry>, file: Deno.FsFile, offset: number, options: WriterOptions) {
+  constructor(queue: Channel<Entry>, data: DataFile, options: WriterOptions) {
     this.#queue = queue;
-    this.#file = file;
-    this.#offset = offset;
+    this.#file = data.file;
+    this.#offset = data.size;
     this.#opts = options;
     this.#ackOnWrite = options.ackMode !== "received";
+    this.#maxFileBytes = options.maxFileBytes;
+  }
+
+  /**
+   * Whether a record of `frameBytes` (as queued) could take the file past FILE_MAX_BYTES if
+   * added to this batch; escaping at most doubles its payload.
+   */
+  #wouldOverflow(frameBytes: number): boolean {
+    const base = this.#fileFull ? 0 : this.#offset; // a full file is rotated before the next write
+    return base + this.#out.length + 24 + 2 * frameBytes > this.#maxFileBytes;
   }
 
   /** Bytes in the file as far as the writer knows. */
@@ -121,6 +165,7 @@ export class Writer {
     const queue = this.#queue;
     const interval = this.#opts.flushIntervalMs;
     for (;;) {
+      if (this.#reopenWanted && this.#batchCount === 0) await this.#reopen();
       const entries = queue.takeAll();
       if (entries.length === 0) {
         if (this.#batchCount > 0) {
@@ -143,7 +188,10 @@ export class Writer {
         let pos = 0;
         while (pos < entry.data.length) {
           pos = this.#append(entry, pos);
-          if (this.#batchCount >= this.#opts.msgPerWrite || this.#out.length >= MAX_BATCH_BYTES) {
+          if (
+            this.#mustFlush || this.#batchCount >= this.#opts.msgPerWrite ||
+            this.#out.length >= MAX_BATCH_BYTES
+          ) {
             await this.#flush();
           }
         }
@@ -162,16 +210,31 @@ export class Writer {
     if (source.batchSeq !== this.#seq) {
       source.batchSeq = this.#seq;
       source.batchLastId = 0;
+      source.batchRecords = 0;
       this.#touched.push(source);
     }
     while (pos < d.length) {
       const end = pos + 4 + u32(d, pos);
-      if (d[pos + 4] === FrameType.MSG) {
+      const type = d[pos + 4];
+      if (this.#maxFileBytes > 0 && out.length > 0 && this.#wouldOverflow(end - pos)) {
+        this.#mustFlush = true;
+        break;
+      }
+      if (type === FrameType.MSG) {
         const msgId = u32(d, pos + 5);
         const nameStart = pos + 10;
         const nameEnd = nameStart + d[pos + 9]!;
         out.writeRecord(source.clientId, msgId, d, nameStart, nameEnd, d, nameEnd, end);
         source.batchLastId = msgId;
+        source.batchRecords++;
+        this.#batchCount++;
+      } else if (type === RECORD_WITH_CLIENT) {
+        const msgId = u32(d, pos + 9);
+        const nameStart = pos + 14;
+        const nameEnd = nameStart + d[pos + 13]!;
+        out.writeRecord(u32(d, pos + 5), msgId, d, nameStart, nameEnd, d, nameEnd, end);
+        source.batchLastId = msgId;
+        source.batchRecords++;
         this.#batchCount++;
       }
       pos = end;
@@ -183,8 +246,80 @@ export class Writer {
     return pos;
   }
 
+  /**
+   * Closes and reopens the file at its path once the batch being written is done: after
+   * logrotate has moved the file, SIGHUP makes the server continue in a new one.
+   */
+  reopen(): void {
+    this.#reopenWanted = true;
+    this.#queue.wake();
+  }
+
+  /** Closes the file; call after `run()` has returned. */
+  close(): void {
+    try {
+      this.#file.close();
+    } catch {
+      // closed already
+    }
+  }
+
+  async #reopen(): Promise<void> {
+    this.#reopenWanted = false;
+    const path = this.#opts.path;
+    try {
+      const data = await openDataFile(path);
+      this.close();
+      this.#file = data.file;
+      this.#offset = data.size;
+      this.#opts.log.info("reopened the data file", { file: path, size: data.size });
+    } catch (e) {
+      this.#opts.log.error("cannot reopen the data file: still writing to the old one", {
+        file: path,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /** Moves the full file aside as `<path>.<UTC timestamp>` and starts a new one. */
+  async #rotate(): Promise<void> {
+    const path = this.#opts.path;
+    const stamp = new Date().toISOString().replace(/[-:]/g, "");
+    let target = `${path}.${stamp}`;
+    for (let n = 1; await exists(target); n++) target = `${path}.${stamp}-${n}`;
+    try {
+      if (this.#opts.ackMode !== "durable") await this.#file.syncData();
+      await Deno.rename(path, target);
+    } catch (e) {
+      this.#opts.log.error("cannot rotate the data file: still writing to it", {
+        file: path,
+        error: (e as Error).message,
+      });
+      return;
+    }
+    let data: DataFile;
+    try {
+      data = await openDataFile(path);
+    } catch (e) {
+      this.#opts.log.error("cannot open a new data file: still writing to the rotated one", {
+        file: target,
+        error: (e as Error).message,
+      });
+      return;
+    }
+    this.close();
+    this.#file = data.file;
+    this.#offset = data.size;
+    this.#opts.log.info("rotated the data file", { file: path, to: target });
+  }
+
   async #flush(): Promise<void> {
     const out = this.#out;
+    const max = this.#maxFileBytes;
+    if (max > 0 && this.#offset > 0 && (this.#fileFull || this.#offset + out.length > max)) {
+      await this.#rotate();
+    }
+    this.#fileFull = false;
     const start = this.#offset;
     const ok = await this.#writeBatch(out.bytes.subarray(0, out.length), start);
     const touched = this.#touched;
@@ -196,7 +331,7 @@ export class Writer {
       if (this.#ackOnWrite) {
         for (let i = 0; i < touched.length; i++) {
           const source = touched[i]!;
-          if (source.batchLastId > 0) source.acknowledge(source.batchLastId);
+          if (source.batchRecords > 0) source.acknowledge(source.batchLastId, source.batchRecords);
         }
       }
     } else {
@@ -209,7 +344,10 @@ export class Writer {
     out.clear();
     out.shrinkTo(2 * MAX_BATCH_BYTES);
     this.#batchCount = 0;
+    this.#fileFull = this.#mustFlush;
+    this.#mustFlush = false;
     this.#seq++;
+    if (this.#reopenWanted) await this.#reopen();
   }
 
   /**
@@ -218,14 +356,17 @@ export class Writer {
    * time runs out. Returns whether the batch is in the file.
    */
   async #writeBatch(bytes: Uint8Array, start: number): Promise<boolean> {
-    const retryMs = this.#opts.writeRetryMs ?? 5000;
+    // Once storage has failed past the retry time, later batches get one try each until a
+    // write succeeds, so refusals do not queue up behind a full retry window apiece.
+    const retryMs = this.#storageDown ? 0 : this.#opts.writeRetryMs ?? 5000;
     const deadline = performance.now() + retryMs;
     let delay = 10;
     for (let attempt = 1;; attempt++) {
       try {
         await writeAll(this.#file, bytes);
         if (this.#opts.ackMode === "durable") await this.#file.syncData();
-        if (attempt > 1) this.#opts.log.warn("storage recovered", { attempt });
+        if (attempt > 1 || this.#storageDown) this.#opts.log.warn("storage recovered", { attempt });
+        this.#storageDown = false;
         return true;
       } catch (e) {
         this.#opts.log.error("write failed", {
@@ -242,7 +383,10 @@ export class Writer {
             offset: start,
           });
         }
-        if (performance.now() + delay > deadline) return false;
+        if (performance.now() + delay > deadline) {
+          this.#storageDown = true;
+          return false;
+        }
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 1000);
       }
@@ -265,8 +409,10 @@ export class Writer {
       const entry = this.#segEntries[s]!;
       const d = entry.data;
       for (let pos = this.#segStarts[s]!; pos < this.#segEnds[s]!; pos += 4 + u32(d, pos)) {
-        if (d[pos + 4] === FrameType.MSG) {
-          entry.source.refuse(u32(d, pos + 5), NackCode.STORAGE_ERROR, "storage error");
+        const type = d[pos + 4];
+        if (type === FrameType.MSG || type === RECORD_WITH_CLIENT) {
+          const msgId = u32(d, type === FrameType.MSG ? pos + 5 : pos + 9);
+          entry.source.refuse(msgId, NackCode.STORAGE_ERROR, "storage error");
         }
       }
     }

@@ -1,0 +1,620 @@
+/**
+ * A reconnecting producer on top of {@linkcode MsgClient}: it keeps one session for its whole
+ * life, numbers the messages itself (1, 2, 3, ...), keeps every message until the server has it,
+ * and when the connection is lost it reconnects with exponential backoff and resends what the
+ * server does not have yet, in order.
+ *
+ * While the server keeps running, this gives exactly-once delivery: on reconnect the server's
+ * WELCOME names the highest msg_id it already holds for the session, and a resent message it
+ * already holds is refused as a duplicate (NACK 3), which counts as delivered. Across a server
+ * restart the session table is gone (WELCOME says 0), so every message not yet acked is sent
+ * again: at-least-once.
+ *
+ * @example
+ * ```ts
+ * import { ReliableClient } from "./reliable.ts";
+ * const client = await ReliableClient.connect({ port: 9000, clientId: 1 });
+ * const delivered = await client.send("client_1", "hello");
+ * console.log(delivered.msgId, delivered.how); // 1 "acked"
+ * await client.close();
+ * ```
+ *
+ * @module
+ */
+
+import { nameProblem } from "../protocol/name.ts";
+import { ConnectionError, MsgClient, NackError, randomSession } from "./client.ts";
+
+/** Options of {@linkcode ReliableClient}. */
+export interface ReliableOptions {
+  /** Server address; default 127.0.0.1. */
+  hostname?: string;
+  /** Server port. */
+  port: number;
+  /** u32 client id written at the start of each line. */
+  clientId: number;
+  /** The server's AUTH_TOKEN, if it has one. */
+  token?: string;
+  /** The u64 session id, used on every connection; default a fresh {@linkcode randomSession}. */
+  session?: bigint;
+  /** First reconnect delay in ms (before jitter); default 50. */
+  initialDelayMs?: number;
+  /** Longest reconnect delay in ms (before jitter); default 2000. */
+  maxDelayMs?: number;
+  /**
+   * How long to go without a connection before giving up, in ms; default 30000. Then every
+   * pending message is rejected with {@linkcode GiveUpError} and the client stops for good.
+   */
+  giveUpAfterMs?: number;
+  /** Most messages kept unacked at once; `send` waits for room beyond it. Default 10000. */
+  maxInFlight?: number;
+  /** Longest wait for WELCOME on one connection attempt, in ms; default 5000. */
+  connectTimeoutMs?: number;
+  /** Source of randomness in [0, 1) for the backoff jitter; default `Math.random`. */
+  random?: () => number;
+}
+
+/**
+ * How a message came to count as delivered: `acked` (the server's ACK for it arrived),
+ * `resumed` (after a reconnect, WELCOME.last_msg_id was at or above its id) or `duplicate`
+ * (a resend was refused with NACK 3: the server already had it).
+ *
+ * @example
+ * ```ts
+ * const how: DeliveryKind = "acked";
+ * ```
+ */
+export type DeliveryKind = "acked" | "resumed" | "duplicate";
+
+/**
+ * What a successful {@linkcode ReliableClient.send} resolves to.
+ *
+ * @example
+ * ```ts
+ * const { msgId, how } = await client.send("orders", "42");
+ * ```
+ */
+export interface Delivery {
+  /** The msg_id the client gave the message. */
+  msgId: number;
+  /** How delivery was established. */
+  how: DeliveryKind;
+}
+
+/**
+ * The client went too long without a connection (`giveUpAfterMs`); every message not yet
+ * delivered is rejected with it, and so is every later `send`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await client.send("orders", "42");
+ * } catch (e) {
+ *   if (e instanceof GiveUpError) console.error(`gave up: ${e.message}`);
+ * }
+ * ```
+ */
+export class GiveUpError extends Error {
+  constructor(afterMs: number, cause: unknown) {
+    super(
+      `Gave up after ${afterMs} ms without a connection` +
+        (cause instanceof Error ? `: ${cause.message}` : ""),
+      { cause },
+    );
+    this.name = "GiveUpError";
+  }
+}
+
+/**
+ * `send` after `close()` or `abort()`, or a message still pending when `abort()` was called.
+ *
+ * @example
+ * ```ts
+ * client.abort();
+ * await client.send("orders", "42").catch((e) => e instanceof ClientClosedError); // true
+ * ```
+ */
+export class ClientClosedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ClientClosedError";
+  }
+}
+
+/**
+ * Counters of a {@linkcode ReliableClient}, for logs and tests.
+ *
+ * @example
+ * ```ts
+ * const { connects, resent } = client.stats;
+ * ```
+ */
+export interface ReliableStats {
+  /** Connections established (WELCOME received). */
+  connects: number;
+  /** Messages sent again on a later connection. */
+  resent: number;
+  /** Messages delivered by ACK. */
+  acked: number;
+  /** Messages delivered by WELCOME.last_msg_id. */
+  resumed: number;
+  /** Messages delivered by NACK 3. */
+  duplicates: number;
+  /** Messages refused (NACK 1, 2 or 4, or refused locally for the same reasons). */
+  refused: number;
+}
+
+interface Entry {
+  readonly msgId: number;
+  readonly name: Uint8Array;
+  readonly payload: Uint8Array;
+  readonly resolve: (d: Delivery) => void;
+  readonly reject: (e: Error) => void;
+  /** Whether it was already sent on an earlier connection. */
+  sent: boolean;
+  done: boolean;
+}
+
+/** ERROR codes after which reconnecting cannot help: protocol, version, authentication. */
+const FATAL_ERRORS = new Set([1, 2, 3]);
+const encoder = new TextEncoder();
+
+function toBytes(value: string | Uint8Array): Uint8Array {
+  return typeof value === "string" ? encoder.encode(value) : value.slice();
+}
+
+/**
+ * A producer that survives connection loss and server restarts; see the module documentation.
+ *
+ * Messages are delivered in the order `send` was called; each `send` resolves with a
+ * {@linkcode Delivery} once the server has the message, or rejects with {@linkcode NackError}
+ * (code 1 payload too large, 2 bad name, 4 storage error: not retried), with
+ * {@linkcode GiveUpError}, with the {@linkcode ConnectionError} of a fatal server ERROR (1, 2
+ * or 3, after which the client stops), or with {@linkcode ClientClosedError}.
+ *
+ * Limitation: a NACK 4 (storage error) lost with its connection cannot be told from a delivery,
+ * since WELCOME.last_msg_id counts the message as accepted. Bad names and oversized payloads are
+ * refused here, before sending, so their NACKs cannot be lost that way.
+ *
+ * @example
+ * ```ts
+ * const client = new ReliableClient({ port: 9000, clientId: 7, maxInFlight: 1000 });
+ * for (let i = 0; i < 100; i++) client.send("events", `event ${i}`);
+ * await client.close(); // waits until all 100 are delivered (or the client gives up)
+ * ```
+ */
+export class ReliableClient {
+  /** The session id used on every connection. */
+  readonly session: bigint;
+  /** The client_id sent in HELLO. */
+  readonly clientId: number;
+  /** Counters. */
+  readonly stats: ReliableStats = {
+    connects: 0,
+    resent: 0,
+    acked: 0,
+    resumed: 0,
+    duplicates: 0,
+    refused: 0,
+  };
+
+  readonly #options: ReliableOptions;
+  readonly #initialDelay: number;
+  readonly #maxDelay: number;
+  readonly #giveUpAfter: number;
+  readonly #maxInFlight: number;
+  readonly #connectTimeout: number;
+  readonly #random: () => number;
+
+  /** Admitted messages not yet delivered or refused, in msg_id order. */
+  readonly #unacked = new Map<number, Entry>();
+  /** Messages waiting for room under maxInFlight, in msg_id order. */
+  #waiting: Entry[] = [];
+  #waitingHead = 0;
+  /** Admitted messages not yet sent on the current connection, in msg_id order. */
+  #toSend: Entry[] = [];
+  #toSendHead = 0;
+  #draining = false;
+
+  #client: MsgClient | null = null;
+  #nextId = 1;
+  #maxSentId = 0;
+  #failure: Error | null = null;
+  #closing = false;
+  #stopped = false;
+  #wake: (() => void) | null = null;
+  #idleWaiters: (() => void)[] = [];
+  #readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  readonly #loop: Promise<void>;
+
+  /**
+   * Creates the client and starts connecting in the background; `send` may be called at once.
+   *
+   * @example
+   * ```ts
+   * const client = new ReliableClient({ port: 9000, clientId: 1 });
+   * ```
+   */
+  constructor(options: ReliableOptions) {
+    this.#options = options;
+    this.session = options.session ?? randomSession();
+    this.clientId = options.clientId;
+    this.#initialDelay = options.initialDelayMs ?? 50;
+    this.#maxDelay = options.maxDelayMs ?? 2000;
+    this.#giveUpAfter = options.giveUpAfterMs ?? 30000;
+    this.#maxInFlight = Math.max(1, options.maxInFlight ?? 10000);
+    this.#connectTimeout = options.connectTimeoutMs ?? 5000;
+    this.#random = options.random ?? Math.random;
+    this.#loop = this.#run();
+  }
+
+  /**
+   * Creates a client and waits for its first connection; rejects (and stops the client) if it
+   * gives up or the server refuses it for good.
+   *
+   * @example
+   * ```ts
+   * const client = await ReliableClient.connect({ port: 9000, clientId: 1 });
+   * ```
+   */
+  static async connect(options: ReliableOptions): Promise<ReliableClient> {
+    const client = new ReliableClient(options);
+    try {
+      await client.ready();
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  /**
+   * Resolves once a connection is up (at once if one is); rejects if the client has stopped
+   * for good.
+   *
+   * @example
+   * ```ts
+   * await client.ready();
+   * ```
+   */
+  ready(): Promise<void> {
+    if (this.#client !== null) return Promise.resolve();
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#stopped) return Promise.reject(new ClientClosedError("The client is closed"));
+    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+  }
+
+  /** True while a connection is up. */
+  get connected(): boolean {
+    return this.#client !== null;
+  }
+
+  /** The msg_id the next `send` will get. */
+  get nextMsgId(): number {
+    return this.#nextId;
+  }
+
+  /** Messages sent and not yet settled, counting those waiting for room. */
+  get pending(): number {
+    return this.#unacked.size + this.#waiting.length - this.#waitingHead;
+  }
+
+  /** Messages admitted under maxInFlight and not yet settled. */
+  get inFlight(): number {
+    return this.#unacked.size;
+  }
+
+  /**
+   * Sends one message with the next msg_id; resolves once the server has it. See the class
+   * documentation for how it can fail.
+   *
+   * @example
+   * ```ts
+   * const { msgId } = await client.send("client_1", "hi");
+   * ```
+   */
+  send(name: string | Uint8Array, payload: string | Uint8Array): Promise<Delivery> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#closing || this.#stopped) {
+      return Promise.reject(new ClientClosedError("Cannot send: the client is closing"));
+    }
+    const msgId = this.#nextId++;
+    const nameBytes = toBytes(name);
+    const problem = nameProblem(nameBytes, 0, nameBytes.length);
+    if (problem !== "") {
+      this.stats.refused++;
+      return Promise.reject(
+        new NackError(msgId, 2, `bad name: ${problem} (checked by the client)`),
+      );
+    }
+    const payloadBytes = toBytes(payload);
+    return new Promise((resolve, reject) => {
+      const entry: Entry = {
+        msgId,
+        name: nameBytes,
+        payload: payloadBytes,
+        resolve,
+        reject,
+        sent: false,
+        done: false,
+      };
+      if (this.#waiting.length === this.#waitingHead && this.#unacked.size < this.#maxInFlight) {
+        this.#admit(entry);
+      } else {
+        this.#waiting.push(entry);
+      }
+    });
+  }
+
+  /**
+   * Waits until every message sent so far is delivered or refused (or the client gives up),
+   * then closes the connection. Later `send` calls are rejected.
+   *
+   * @example
+   * ```ts
+   * client.send("client_1", "last words");
+   * await client.close();
+   * ```
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.pending > 0 && this.#failure === null) {
+      await new Promise<void>((r) => this.#idleWaiters.push(r));
+    }
+    await this.#stop();
+  }
+
+  /**
+   * Stops at once: every message not yet delivered is rejected with
+   * {@linkcode ClientClosedError} and the connection is closed.
+   *
+   * @example
+   * ```ts
+   * await client.abort();
+   * ```
+   */
+  async abort(): Promise<void> {
+    this.#closing = true;
+    this.#rejectAll(new ClientClosedError("The client was aborted"));
+    await this.#stop();
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    const client = this.#client;
+    if (client !== null) await client.close();
+    await this.#loop;
+    for (const w of this.#readyWaiters.splice(0)) {
+      w.reject(this.#failure ?? new ClientClosedError("The client is closed"));
+    }
+  }
+
+  #admit(entry: Entry): void {
+    this.#unacked.set(entry.msgId, entry);
+    this.#toSend.push(entry);
+    if (this.#client !== null) this.#drain();
+  }
+
+  /** Sends, in msg_id order, every admitted message not yet sent on the current connection. */
+  #drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      while (this.#client !== null && this.#toSendHead < this.#toSend.length) {
+        const entry = this.#toSend[this.#toSendHead++]!;
+        if (!entry.done) this.#transmit(entry, this.#client);
+      }
+      if (this.#toSendHead === this.#toSend.length) {
+        this.#toSend = [];
+        this.#toSendHead = 0;
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  #transmit(entry: Entry, client: MsgClient): void {
+    if (entry.payload.length > client.maxMessageBytes) {
+      this.#refuse(
+        entry,
+        new NackError(
+          entry.msgId,
+          1,
+          `payload too large: ${entry.payload.length} bytes, at most ${client.maxMessageBytes}` +
+            " (checked by the client)",
+        ),
+      );
+      return;
+    }
+    if (entry.sent) this.stats.resent++;
+    entry.sent = true;
+    if (entry.msgId > this.#maxSentId) this.#maxSentId = entry.msgId;
+    client.send(entry.name, entry.payload, entry.msgId).then(
+      () => this.#deliver(entry, "acked"),
+      (e: unknown) => {
+        if (e instanceof NackError) {
+          if (e.code === 3) this.#deliver(entry, "duplicate");
+          else this.#refuse(entry, e);
+        }
+        // A ConnectionError leaves the message unacked: it is resent after the reconnect.
+      },
+    );
+  }
+
+  #deliver(entry: Entry, how: DeliveryKind): void {
+    if (entry.done) return;
+    entry.done = true;
+    this.#unacked.delete(entry.msgId);
+    this.stats[how === "duplicate" ? "duplicates" : how]++;
+    entry.resolve({ msgId: entry.msgId, how });
+    this.#settled();
+  }
+
+  #refuse(entry: Entry, error: Error): void {
+    if (entry.done) return;
+    entry.done = true;
+    this.#unacked.delete(entry.msgId);
+    this.stats.refused++;
+    entry.reject(error);
+    this.#settled();
+  }
+
+  /** After a message settles: lets waiting messages in, and wakes `close()` when all are done. */
+  #settled(): void {
+    while (this.#waitingHead < this.#waiting.length && this.#unacked.size < this.#maxInFlight) {
+      const next = this.#waiting[this.#waitingHead++]!;
+      if (!next.done) this.#admit(next);
+    }
+    if (this.#waitingHead === this.#waiting.length) {
+      this.#waiting = [];
+      this.#waitingHead = 0;
+    }
+    if (this.pending === 0) { for (const w of this.#idleWaiters.splice(0)) w(); }
+  }
+
+  #rejectAll(error: Error): void {
+    const entries = [...this.#unacked.values(), ...this.#waiting.slice(this.#waitingHead)];
+    this.#unacked.clear();
+    this.#waiting = [];
+    this.#waitingHead = 0;
+    this.#toSend = [];
+    this.#toSendHead = 0;
+    for (const entry of entries) {
+      if (entry.done) continue;
+      entry.done = true;
+      entry.reject(error);
+    }
+    for (const w of this.#idleWaiters.splice(0)) w();
+  }
+
+  /** Stops for good: rejects everything pending and every later `send` with `error`. */
+  #fail(error: Error): void {
+    this.#failure = error;
+    this.#rejectAll(error);
+    for (const w of this.#readyWaiters.splice(0)) w.reject(error);
+  }
+
+  /** Connects, and reconnects after every loss, until stopped or given up. */
+  async #run(): Promise<void> {
+    let attempt = 0;
+    let outageStart = performance.now();
+    let lastError: unknown = null;
+    while (!this.#stopped) {
+      if (attempt > 0) {
+        const base = Math.min(this.#maxDelay, this.#initialDelay * 2 ** (attempt - 1));
+        const left = outageStart + this.#giveUpAfter - performance.now();
+        await this.#sleep(Math.max(0, Math.min(left, base / 2 + this.#random() * (base / 2))));
+        if (this.#stopped) return;
+      }
+      const left = outageStart + this.#giveUpAfter - performance.now();
+      if (left <= 0) {
+        this.#fail(new GiveUpError(this.#giveUpAfter, lastError));
+        return;
+      }
+      attempt++;
+      let client: MsgClient | null;
+      try {
+        client = await this.#connectOnce(Math.min(left, this.#connectTimeout));
+      } catch (e) {
+        if (e instanceof ConnectionError && FATAL_ERRORS.has(e.code)) {
+          this.#fail(e);
+          return;
+        }
+        lastError = e;
+        continue;
+      }
+      if (client === null) return; // stopped while connecting
+      if (client.lastMsgId > this.#maxSentId) {
+        // The server holds ids this client never sent: someone else uses the session. Going on
+        // would have new messages refused as duplicates and counted as delivered.
+        await client.close();
+        this.#fail(
+          new ConnectionError(
+            0,
+            `session ${this.session} conflict: the server holds msg_id ${client.lastMsgId}, ` +
+              `this client sent at most ${this.#maxSentId}`,
+          ),
+        );
+        return;
+      }
+      this.#attach(client);
+      const reason = await client.closed;
+      this.#client = null;
+      this.#toSend = [];
+      this.#toSendHead = 0;
+      if (reason === null || this.#stopped) return;
+      if (FATAL_ERRORS.has(reason.code)) {
+        this.#fail(reason);
+        return;
+      }
+      lastError = reason;
+      outageStart = performance.now();
+      attempt = 1;
+    }
+  }
+
+  /** Starts using a fresh connection: settles what it already holds, resends the rest. */
+  #attach(client: MsgClient): void {
+    this.stats.connects++;
+    const held = client.lastMsgId;
+    for (const entry of [...this.#unacked.values()]) {
+      if (entry.msgId > held) break;
+      this.#deliver(entry, "resumed");
+    }
+    // Everything still unacked, including what the deliveries above let in, in msg_id order.
+    this.#toSend = [...this.#unacked.values()];
+    this.#toSendHead = 0;
+    this.#client = client;
+    this.#drain();
+    for (const w of this.#readyWaiters.splice(0)) w.resolve();
+  }
+
+  /** One connection attempt, bounded by `timeoutMs`; null if the client stopped meanwhile. */
+  async #connectOnce(timeoutMs: number): Promise<MsgClient | null> {
+    const options = this.#options;
+    const attempt = MsgClient.connect({
+      port: options.port,
+      clientId: options.clientId,
+      session: this.session,
+      ...(options.hostname === undefined ? {} : { hostname: options.hostname }),
+      ...(options.token === undefined ? {} : { token: options.token }),
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((r) =>
+      timer = setTimeout(() => r("timeout"), timeoutMs)
+    );
+    const stop = new Promise<"stop">((r) => this.#wake = () => r("stop"));
+    try {
+      const won = await Promise.race([attempt, timeout, stop]);
+      if (won === "timeout") {
+        attempt.then((c) => c.close(), () => {});
+        throw new ConnectionError(0, `no WELCOME within ${timeoutMs} ms`);
+      }
+      if (won === "stop") {
+        const late = await Promise.race([attempt.catch(() => null), timeout]);
+        if (late === "timeout") attempt.then((c) => c.close(), () => {});
+        else if (late !== null) await late.close();
+        return null;
+      }
+      return won;
+    } finally {
+      clearTimeout(timer);
+      this.#wake = null;
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = null;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = null;
+        resolve();
+      };
+    });
+  }
+}

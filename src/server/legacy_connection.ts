@@ -1,0 +1,240 @@
+/**
+ * The service task for the legacy protocol of the original C++ message server, served on
+ * LEGACY_PORT so existing clients can switch servers untouched. No handshake and no auth: each
+ * message is one fixed 1,160-byte frame, `u32 client_id | u32 msg_id | name[128] | message[1024]`
+ * (big-endian ids; name and message are text up to the first NUL), answered by the three bytes
+ * `ack` once its record is done as ACK_MODE says, one per frame, in order.
+ *
+ * Records go through the same queue and writer as native messages, as
+ * {@linkcode RECORD_WITH_CLIENT} records since each frame names its own client.
+ *
+ * @module
+ */
+
+import { nameProblem } from "../protocol/name.ts";
+import { ChannelClosedError } from "./channel.ts";
+import type { Served, ServerContext } from "./connection.ts";
+import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./writer.ts";
+
+/** Bytes in one legacy frame. */
+export const LEGACY_FRAME_BYTES = 1160;
+/** Bytes of the name field. */
+export const LEGACY_NAME_BYTES = 128;
+/** Bytes of the message field. */
+export const LEGACY_MESSAGE_BYTES = 1024;
+/** Written in place of a name that cannot be a field (empty, whitespace, control characters). */
+export const LEGACY_NAME_FALLBACK = "-";
+
+const FRAMES_PER_READ = 16;
+// An internal record: length, type, client_id, msg_id, name_len, name, payload.
+const RECORD_OVERHEAD = 4 + 1 + 4 + 4 + 1;
+const ACK = new TextEncoder().encode("ack");
+const DASH = 0x2d;
+
+function u32(d: Uint8Array, p: number): number {
+  return ((d[p]! << 24) | (d[p + 1]! << 16) | (d[p + 2]! << 8) | d[p + 3]!) >>> 0;
+}
+
+function putU32(d: Uint8Array, p: number, n: number): void {
+  d[p] = n >>> 24;
+  d[p + 1] = (n >>> 16) & 0xff;
+  d[p + 2] = (n >>> 8) & 0xff;
+  d[p + 3] = n & 0xff;
+}
+
+/** Length of the text at `d[start, start + max)` up to its first NUL. */
+function textLength(d: Uint8Array, start: number, max: number): number {
+  for (let i = 0; i < max; i++) if (d[start + i] === 0) return i;
+  return max;
+}
+
+/**
+ * One legacy client connection.
+ *
+ * @example
+ * ```ts
+ * const connection = new LegacyConnection(conn, context, 1);
+ * await connection.serve();
+ * ```
+ */
+export class LegacyConnection implements RecordSource, Served {
+  /** Unused: every legacy record carries its own client_id. */
+  readonly clientId = 0;
+  batchSeq = -1;
+  batchLastId = 0;
+  batchRecords = 0;
+  readonly openedAt = performance.now();
+  lastActivity = this.openedAt;
+  readonly awaitingHello = false;
+  readonly id: number;
+  readonly remote: string;
+
+  readonly #conn: Deno.Conn;
+  readonly #ctx: ServerContext;
+  readonly #buf = new Uint8Array(LEGACY_FRAME_BYTES * FRAMES_PER_READ);
+  #end = 0;
+  #closed = false;
+  // Acks owed but not yet written, and the write in flight that carries earlier ones.
+  #acksOwed = 0;
+  #flushing: Promise<void> | null = null;
+
+  constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
+    this.#conn = conn;
+    this.#ctx = ctx;
+    this.id = id;
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    this.remote = `${addr.hostname}:${addr.port}`;
+  }
+
+  /** True once the connection is closed or closing. */
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Reads frames until the peer leaves or the server ends the connection. */
+  async serve(): Promise<void> {
+    const buf = this.#buf;
+    try {
+      while (!this.#closed) {
+        if (this.#acksOwed > 64 * 1024 && this.#flushing !== null) await this.#flushing;
+        const n = await this.#conn.read(buf.subarray(this.#end));
+        if (n === null) break;
+        this.lastActivity = performance.now();
+        if (this.#ctx.stopping) continue;
+        this.#end += n;
+        const frames = Math.floor(this.#end / LEGACY_FRAME_BYTES);
+        if (frames === 0) continue;
+        const used = frames * LEGACY_FRAME_BYTES;
+        const data = this.#records(frames);
+        buf.copyWithin(0, used, this.#end);
+        this.#end -= used;
+        await this.#queue(data, frames);
+      }
+    } catch (e) {
+      if (!this.#closed) {
+        this.#ctx.log.debug("legacy connection read failed", {
+          conn: this.id,
+          error: (e as Error).message,
+        });
+      }
+    } finally {
+      this.#close();
+      this.#ctx.closed(this);
+    }
+  }
+
+  /** Turns `frames` whole frames at the start of the buffer into queue records. */
+  #records(frames: number): Uint8Array {
+    const buf = this.#buf;
+    const out = new Uint8Array(
+      frames * (RECORD_OVERHEAD + LEGACY_NAME_BYTES + LEGACY_MESSAGE_BYTES),
+    );
+    let p = 0;
+    for (let f = 0; f < frames; f++) {
+      const at = f * LEGACY_FRAME_BYTES;
+      const nameStart = at + 8;
+      let nameLength = textLength(buf, nameStart, LEGACY_NAME_BYTES);
+      const messageStart = nameStart + LEGACY_NAME_BYTES;
+      const messageLength = textLength(buf, messageStart, LEGACY_MESSAGE_BYTES);
+      const problem = nameProblem(buf, nameStart, nameStart + nameLength);
+      if (problem !== "") {
+        if (this.#ctx.log.enabled("debug")) {
+          this.#ctx.log.debug("legacy name replaced by '-'", {
+            conn: this.id,
+            msg_id: u32(buf, at + 4),
+            reason: problem,
+          });
+        }
+        nameLength = 0;
+      }
+      const length = 1 + 4 + 4 + 1 + Math.max(nameLength, 1) + messageLength;
+      putU32(out, p, length);
+      out[p + 4] = RECORD_WITH_CLIENT;
+      out.set(buf.subarray(at, at + 8), p + 5); // client_id and msg_id, as sent
+      if (nameLength === 0) {
+        out[p + 13] = 1;
+        out[p + 14] = DASH;
+      } else {
+        out[p + 13] = nameLength;
+        out.set(buf.subarray(nameStart, nameStart + nameLength), p + 14);
+      }
+      const payloadAt = p + 14 + Math.max(nameLength, 1);
+      out.set(buf.subarray(messageStart, messageStart + messageLength), payloadAt);
+      p += 4 + length;
+    }
+    this.#ctx.stats.received += frames;
+    return out.subarray(0, p);
+  }
+
+  async #queue(data: Uint8Array, count: number): Promise<void> {
+    const entry: Entry = { source: this, data, count, bytes: data.length };
+    const queue = this.#ctx.queue;
+    try {
+      if (!queue.tryPush(entry)) await queue.push(entry);
+    } catch (e) {
+      if (e instanceof ChannelClosedError) return;
+      throw e;
+    }
+    if (this.#ctx.config.ACK_MODE === "received") this.acknowledge(0, count);
+  }
+
+  acknowledge(_msgId: number, records: number): void {
+    if (this.#closed) return;
+    this.#acksOwed += records;
+    if (this.#flushing === null) this.#flushing = this.#flushAcks();
+  }
+
+  /** The legacy protocol has no refusal: a record that cannot be written ends the connection. */
+  refuse(msgId: number, code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#ctx.log.warn("closing legacy connection: a record was not written", {
+      conn: this.id,
+      msg_id: msgId,
+      code,
+      reason,
+    });
+    this.#close();
+  }
+
+  async #flushAcks(): Promise<void> {
+    try {
+      while (this.#acksOwed > 0 && !this.#closed) {
+        const n = this.#acksOwed;
+        this.#acksOwed = 0;
+        const bytes = new Uint8Array(n * ACK.length);
+        for (let i = 0; i < n; i++) bytes.set(ACK, i * ACK.length);
+        let done = 0;
+        while (done < bytes.length) done += await this.#conn.write(bytes.subarray(done));
+      }
+    } catch {
+      this.#close();
+    } finally {
+      this.#flushing = null;
+    }
+  }
+
+  /** Shutdown: closes once the acks already owed are out (there is no goodbye frame). */
+  async finish(): Promise<void> {
+    if (this.#flushing !== null) await this.#flushing;
+    this.#close();
+  }
+
+  abort(): void {
+    this.#close();
+  }
+
+  timeout(reason: string): void {
+    this.#ctx.log.warn("closing legacy connection", { conn: this.id, remote: this.remote, reason });
+    this.#close();
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
