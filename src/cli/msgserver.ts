@@ -7,8 +7,10 @@
 import { ConfigError, configHelp, loadConfig } from "../config.ts";
 import { Logger } from "../log.ts";
 import { startServer } from "../server/server.ts";
+import { verifyCommand } from "../verify.ts";
 
 const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
+       msgserver verify [FILE] [--config PATH]   (default FILE: FILE_NAME from the config)
 
 Runs the message server. Settings come from --config PATH, else $MS_HOME/app.conf, else
 ./app.conf, else the defaults; MS_AUTH_TOKEN in the environment sets AUTH_TOKEN; flags win.
@@ -20,9 +22,10 @@ ${configHelp()}
 `;
 
 async function main(args: string[]): Promise<number> {
+  const verify = args[0] === "verify";
   let loaded;
   try {
-    loaded = await loadConfig(args);
+    loaded = await loadConfig(verify ? args.slice(1) : args, { allowPositionals: verify });
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(`msgserver: ${e.message}`);
@@ -35,6 +38,13 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const { config } = loaded;
+  if (verify) {
+    if (loaded.positionals.length > 1) {
+      console.error(`msgserver: verify takes one FILE, got ${loaded.positionals.length}`);
+      return 2;
+    }
+    return await verifyCommand(loaded.positionals[0] ?? config.FILE_NAME);
+  }
   const log = new Logger(config.LOG_LEVEL);
   log.info("starting msgserver", {
     config: loaded.file ?? "(none: defaults)",
