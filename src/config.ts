@@ -31,6 +31,9 @@ export interface Config {
   MAX_CONNECTIONS: number;
   MAX_SESSIONS: number;
   AUTH_TOKEN: string;
+  TLS_CERT: string;
+  TLS_KEY: string;
+  TLS_CA: string;
   LOG_LEVEL: LogLevel;
   TCP_BACKLOG: number;
   HANDSHAKE_TIMEOUT_MS: number;
@@ -63,6 +66,9 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   MAX_CONNECTIONS: 16000,
   MAX_SESSIONS: 100000,
   AUTH_TOKEN: "",
+  TLS_CERT: "",
+  TLS_KEY: "",
+  TLS_CA: "",
   LOG_LEVEL: "info",
   TCP_BACKLOG: 4096,
   HANDSHAKE_TIMEOUT_MS: 10000,
@@ -110,6 +116,17 @@ const SPECS: Readonly<Record<keyof Config, Spec>> = {
   MAX_CONNECTIONS: { kind: "int", min: 1, max: 1_000_000, help: "connections open at once" },
   MAX_SESSIONS: { kind: "int", min: 1, max: 10_000_000, help: "sessions remembered for resume" },
   AUTH_TOKEN: { kind: "string", allowEmpty: true, help: "token HELLO must carry (empty: none)" },
+  TLS_CERT: {
+    kind: "string",
+    allowEmpty: true,
+    help: "server: PEM certificate chain file; with TLS_KEY, serve TLS only",
+  },
+  TLS_KEY: { kind: "string", allowEmpty: true, help: "server: PEM private key file" },
+  TLS_CA: {
+    kind: "string",
+    allowEmpty: true,
+    help: "client: PEM CA file to trust; setting it turns TLS on",
+  },
   LOG_LEVEL: { kind: "enum", values: ["debug", "info", "warn", "error"], help: "log detail" },
   TCP_BACKLOG: { kind: "int", min: 1, max: 65535, help: "listen backlog" },
   HANDSHAKE_TIMEOUT_MS: {
@@ -253,6 +270,8 @@ export interface LoadOptions {
   env?: (name: string) => string | undefined;
   /** Extra boolean flags the program takes besides the config keys (e.g. `stdin`). */
   booleanFlags?: string[];
+  /** Extra flags with a value that stand for a config key (`{ ca: "TLS_CA" }`). */
+  aliases?: Record<string, keyof Config>;
   /** Whether positional arguments are allowed (the client's); default false. */
   allowPositionals?: boolean;
 }
@@ -297,6 +316,7 @@ export async function loadConfig(args: string[], options: LoadOptions = {}): Pro
   };
   for (const key of CONFIG_KEYS) flagOptions[flagName(key)] = { type: "string" };
   for (const flag of options.booleanFlags ?? []) flagOptions[flag] = { type: "boolean" };
+  for (const flag of Object.keys(options.aliases ?? {})) flagOptions[flag] = { type: "string" };
 
   let parsed;
   try {
@@ -344,6 +364,15 @@ export async function loadConfig(args: string[], options: LoadOptions = {}): Pro
   for (const key of CONFIG_KEYS) {
     const value = flags[flagName(key)];
     if (typeof value === "string") set(key, value, `flag --${flagName(key)}`);
+  }
+  for (const [flag, key] of Object.entries(options.aliases ?? {})) {
+    const value = flags[flag];
+    if (typeof value === "string") set(key, value, `flag --${flag}`);
+  }
+  if ((config.TLS_CERT === "") !== (config.TLS_KEY === "")) {
+    throw new ConfigError(
+      "Cannot load config: TLS_CERT and TLS_KEY go together; set both (TLS) or neither (plain TCP)",
+    );
   }
 
   const extra: Record<string, boolean> = {};

@@ -20,6 +20,8 @@ message was acked, 1 if any was not, 2 for bad usage or config.
 Flags:
   --config PATH                 the config file
   --stdin                       read messages from standard input, one per line
+  --tls                         connect with TLS (trusting the system's roots)
+  --ca FILE                     trust this PEM CA file too (same as --tls-ca; turns TLS on)
   --help                        this text
 ${configHelp()}
 `;
@@ -69,7 +71,12 @@ function track(client: MsgClient, name: string, message: string, tally: Tally): 
   });
 }
 
-async function run(config: Config, clientId: number, messages: AsyncIterable<string> | string[]) {
+async function run(
+  config: Config,
+  clientId: number,
+  messages: AsyncIterable<string> | string[],
+  tls: boolean,
+) {
   const tally: Tally = { acked: 0, refused: 0, latencyUs: 0 };
   const started = performance.now();
   const client = await MsgClient.connect({
@@ -77,6 +84,9 @@ async function run(config: Config, clientId: number, messages: AsyncIterable<str
     port: config.PORT,
     clientId,
     token: config.AUTH_TOKEN,
+    ...(tls
+      ? { tls: config.TLS_CA === "" ? {} : { caCerts: [await Deno.readTextFile(config.TLS_CA)] } }
+      : {}),
   });
   const name = `client_${clientId}`;
   const pause = config.TIME_INTERVAL_BTN_MSG * 1000;
@@ -107,7 +117,11 @@ async function run(config: Config, clientId: number, messages: AsyncIterable<str
 async function main(args: string[]): Promise<number> {
   let loaded;
   try {
-    loaded = await loadConfig(args, { booleanFlags: ["stdin"], allowPositionals: true });
+    loaded = await loadConfig(args, {
+      booleanFlags: ["stdin", "tls"],
+      aliases: { ca: "TLS_CA" },
+      allowPositionals: true,
+    });
   } catch (e) {
     if (e instanceof ConfigError) return fail(e.message);
     throw e;
@@ -131,9 +145,13 @@ async function main(args: string[]): Promise<number> {
   }
   const messages = flags.stdin ? linesOf(Deno.stdin.readable) : positionals[1]!.split(",");
   try {
-    return await run(config, Number(idText), messages);
+    const tls = flags.tls === true || config.TLS_CA !== "";
+    return await run(config, Number(idText), messages, tls);
   } catch (e) {
-    if (e instanceof ConnectionError || e instanceof Deno.errors.ConnectionRefused) {
+    if (
+      e instanceof ConnectionError || e instanceof Deno.errors.ConnectionRefused ||
+      e instanceof Deno.errors.NotFound || e instanceof Deno.errors.InvalidData
+    ) {
       console.error(`msgclient: cannot send to ${config.IP}:${config.PORT}: ${e.message}`);
       return 1;
     }

@@ -51,6 +51,8 @@ export interface ConnectOptions {
   session?: bigint;
   /** The server's AUTH_TOKEN, if it has one. */
   token?: string;
+  /** Connect with TLS; `caCerts` (PEM) are trusted besides the system's roots. */
+  tls?: { caCerts?: string[] };
 }
 
 interface Pending {
@@ -126,11 +128,21 @@ export class MsgClient {
 
   /** Connects, sends HELLO and waits for WELCOME; throws {@linkcode ConnectionError} on refusal. */
   static async connect(options: ConnectOptions): Promise<MsgClient> {
-    const conn = await Deno.connect({
-      hostname: options.hostname ?? "127.0.0.1",
-      port: options.port,
-    });
-    conn.setNoDelay(true);
+    const hostname = options.hostname ?? "127.0.0.1";
+    let conn: Deno.Conn;
+    if (options.tls === undefined) {
+      const tcp = await Deno.connect({ hostname, port: options.port });
+      tcp.setNoDelay(true);
+      conn = tcp;
+    } else {
+      const tls = await Deno.connectTls({
+        hostname,
+        port: options.port,
+        ...(options.tls.caCerts === undefined ? {} : { caCerts: options.tls.caCerts }),
+      });
+      await tls.handshake();
+      conn = tls;
+    }
     const session = options.session ?? randomSession();
     const decoder = new FrameDecoder({
       maxMsgLength: MAX_CONTROL_FRAME_LENGTH,

@@ -36,6 +36,42 @@ export function listen(hostname: string, port: number, backlog: number): Deno.Tc
 }
 
 /**
+ * Opens a TLS listener with the certificate and key files named by TLS_CERT and TLS_KEY.
+ *
+ * @example
+ * ```ts
+ * const listener = await listenTls({ ...DEFAULTS, TLS_CERT: "cert.pem", TLS_KEY: "key.pem" });
+ * ```
+ */
+export async function listenTls(
+  config: { IP: string; PORT: number; TCP_BACKLOG: number; TLS_CERT: string; TLS_KEY: string },
+): Promise<Deno.TlsListener> {
+  const read = async (key: "TLS_CERT" | "TLS_KEY") => {
+    try {
+      return await Deno.readTextFile(config[key]);
+    } catch (e) {
+      throw new Error(`Cannot read ${key} "${config[key]}": ${(e as Error).message}`);
+    }
+  };
+  const [cert, key] = [await read("TLS_CERT"), await read("TLS_KEY")];
+  try {
+    return Deno.listenTls(
+      {
+        hostname: config.IP,
+        port: config.PORT,
+        cert,
+        key,
+        tcpBacklog: config.TCP_BACKLOG,
+      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
+    );
+  } catch (e) {
+    throw new Error(
+      `Cannot listen with TLS on ${config.IP}:${config.PORT}: ${(e as Error).message}`,
+    );
+  }
+}
+
+/**
  * Accepts until the listener is closed.
  *
  * @example

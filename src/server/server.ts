@@ -14,7 +14,7 @@ import { Channel } from "./channel.ts";
 import { Connection, type ConnectionStats, type Served, type ServerContext } from "./connection.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
 import { type DataFile, openDataFile } from "./data_file.ts";
-import { acceptLoop, listen } from "./listener.ts";
+import { acceptLoop, listen, listenTls } from "./listener.ts";
 import { SessionTable } from "./sessions.ts";
 import { type Entry, Writer, type WriterStats } from "./writer.ts";
 
@@ -181,7 +181,9 @@ export class MsgServer {
     let listener: Deno.Listener | null = null;
     let legacy: Deno.Listener | null = null;
     try {
-      listener = listen(config.IP, config.PORT, config.TCP_BACKLOG);
+      listener = config.TLS_CERT === ""
+        ? listen(config.IP, config.PORT, config.TCP_BACKLOG)
+        : await listenTls(config);
       if (config.LEGACY_PORT !== 0) {
         try {
           legacy = listen(config.IP, config.LEGACY_PORT, config.TCP_BACKLOG);
@@ -225,6 +227,7 @@ export class MsgServer {
       max_message_bytes: config.MAX_MESSAGE_BYTES,
       max_connections: config.MAX_CONNECTIONS,
       auth: config.AUTH_TOKEN === "" ? "off" : "on",
+      tls: config.TLS_CERT === "" ? "off" : "on",
       legacy: server.legacyAddr === null
         ? "off"
         : `${server.legacyAddr.hostname}:${server.legacyAddr.port}`,

@@ -1,0 +1,119 @@
+import { equal, match, ok, rejects } from "node:assert/strict";
+import { MsgClient } from "../src/client/client.ts";
+import { encodeHello } from "../src/protocol/frames.ts";
+import { readText, withServer } from "./helpers.ts";
+
+/**
+ * Makes a throwaway CA and a certificate it signs for 127.0.0.1 and localhost, with openssl.
+ * (rustls refuses a self-signed certificate used directly as the server's.)
+ */
+async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const openssl = async (...args: string[]) => {
+    const out = await new Deno.Command("openssl", {
+      args,
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    })
+      .output();
+    equal(out.code, 0, `openssl ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await openssl(
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=msgserver test CA",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign",
+  );
+  await openssl("req", ...ec, "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost");
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n" +
+      "extendedKeyUsage=serverAuth\n",
+  );
+  await openssl(
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "cert.pem",
+    "-days",
+    "1",
+    "-extfile",
+    "ext.cnf",
+  );
+  return { ca: `${dir}/ca.pem`, cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
+}
+
+Deno.test("TLS: a client trusting the certificate round-trips; a plain TCP client fails cleanly", async () => {
+  const certDir = await Deno.makeTempDir();
+  try {
+    const { ca: caFile, cert, key } = await makeCertificate(certDir);
+    const ca = await Deno.readTextFile(caFile);
+    await withServer({ TLS_CERT: cert, TLS_KEY: key }, async ({ port, file }) => {
+      const client = await MsgClient.connect({ port, clientId: 1, tls: { caCerts: [ca] } });
+      await client.send("tls", "over TLS");
+
+      const plain = await Deno.connect({ hostname: "127.0.0.1", port });
+      await plain.write(encodeHello({ clientId: 2, session: 0n })).catch(() => 0);
+      const buf = new Uint8Array(64);
+      const got = await plain.read(buf).catch(() => null);
+      ok(got === null || buf[0] === 0x15 || buf[0] === 0x16, "no msgserver frame over plain TCP");
+      plain.close();
+
+      await rejects(MsgClient.connect({ port, clientId: 3, tls: {} }), "an untrusted certificate");
+      await client.send("tls", "still served");
+      await client.close();
+      equal(await readText(file), "1 1 tls over TLS\n1 2 tls still served\n");
+    });
+  } finally {
+    await Deno.remove(certDir, { recursive: true });
+  }
+});
+
+Deno.test("TLS: msgclient --ca FILE sends over TLS", async () => {
+  const certDir = await Deno.makeTempDir();
+  try {
+    const { ca, cert, key } = await makeCertificate(certDir);
+    await withServer({ TLS_CERT: cert, TLS_KEY: key }, async ({ port, file }) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../src/cli/msgclient.ts", import.meta.url).pathname,
+          "--port",
+          `${port}`,
+          "--ca",
+          ca,
+          "4",
+          "secure",
+        ],
+        cwd: certDir,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      match(new TextDecoder().decode(out.stdout), /^ack msg_id=1 /);
+      equal(await readText(file), "4 1 client_4 secure\n");
+    });
+  } finally {
+    await Deno.remove(certDir, { recursive: true });
+  }
+});
