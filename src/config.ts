@@ -185,7 +185,7 @@ function convert(key: keyof Config, raw: string, where: string): string | number
   switch (spec.kind) {
     case "int": {
       if (!/^-?\d+$/.test(raw)) fail();
-      const n = Number(raw);
+      const n = Number(raw) + 0; // + 0 turns -0 into 0
       if (n < spec.min || n > spec.max) fail();
       return n;
     }
@@ -238,11 +238,13 @@ export function parseConfigText(
     const line = lines[i]!.trim();
     if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
     const at = `${fileName} line ${lineNo}`;
+    // A mistyped AUTH_TOKEN line holds the secret: name the line, never echo it.
+    const shown = /^AUTH_TOKEN\b/i.test(line) ? "an AUTH_TOKEN line (value hidden)" : `"${line}"`;
     const eq = line.indexOf("=");
     if (line.startsWith("[")) {
-      throw new ConfigError(`Cannot parse ${at}: sections are not supported: "${line}"`);
+      throw new ConfigError(`Cannot parse ${at}: sections are not supported: ${shown}`);
     }
-    if (eq <= 0) throw new ConfigError(`Cannot parse ${at}: expected KEY=VALUE, got "${line}"`);
+    if (eq <= 0) throw new ConfigError(`Cannot parse ${at}: expected KEY=VALUE, got ${shown}`);
     const key = line.slice(0, eq).trim();
     let value = line.slice(eq + 1).trim();
     if (!isKey(key)) {

@@ -112,7 +112,7 @@ export class FrameDecoder {
     if (pending >= HEADER_BYTES && this.#skip === 0) {
       const b = this.#buf, s = this.#start;
       const length = ((b[s]! << 24) | (b[s + 1]! << 16) | (b[s + 2]! << 8) | b[s + 3]!) >>> 0;
-      const frameTotal = length > this.#limits.maxMsgLength
+      const frameTotal = length > this.#limits.maxMsgLength && b[s + 4] === FrameType.MSG
         ? HEADER_BYTES + 4
         : LENGTH_BYTES + length;
       required = Math.max(frameTotal - pending, 1);

@@ -1,0 +1,337 @@
+import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
+import { LineBuffer, type ParsedLine, parseFile, parseLine } from "../src/server/line.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function bytes(...parts: (string | number[])[]): Uint8Array {
+  const chunks = parts.map((p) => typeof p === "string" ? enc.encode(p) : new Uint8Array(p));
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+function write(
+  out: LineBuffer,
+  clientId: number,
+  msgId: number,
+  name: Uint8Array,
+  payload: Uint8Array,
+) {
+  out.writeRecord(clientId, msgId, name, 0, name.length, payload, 0, payload.length);
+}
+
+function written(out: LineBuffer): Uint8Array {
+  return out.bytes.slice(0, out.length);
+}
+
+function record(clientId: number, msgId: number, name: string, payload: Uint8Array): ParsedLine {
+  return { clientId, msgId, name, payload };
+}
+
+/** A small seeded PRNG, so every run checks the same cases. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("LineBuffer escapes backslash, LF and CR and writes every other byte as it is", () => {
+  const out = new LineBuffer(1024);
+  const payload = new Uint8Array([
+    0x5c, // \
+    0x0a, // LF
+    0x0d, // CR
+    0x00,
+    0xff,
+    0x09, // tab
+    0x20, // space
+    0x41, // A
+    0x5c,
+    0x6e, // a real backslash then n: must not read back as LF
+    0x20,
+    0x20,
+    0x80,
+    0x7f,
+  ]);
+  write(out, 12, 34, enc.encode("client_1"), payload);
+  deepStrictEqual(
+    written(out),
+    bytes("12 34 client_1 ", [
+      0x5c,
+      0x5c,
+      0x5c,
+      0x6e,
+      0x5c,
+      0x72,
+      0x00,
+      0xff,
+      0x09,
+      0x20,
+      0x41,
+      0x5c,
+      0x5c,
+      0x6e,
+      0x20,
+      0x20,
+      0x80,
+      0x7f,
+      0x0a,
+    ]),
+  );
+  equal(out.length, 15 + 19);
+});
+
+Deno.test("LineBuffer writes a record with an empty payload as the name and a space", () => {
+  const out = new LineBuffer(64);
+  write(out, 1, 2, enc.encode("n"), new Uint8Array(0));
+  equal(dec.decode(written(out)), "1 2 n \n");
+  deepStrictEqual(parseFile(written(out)), [record(1, 2, "n", new Uint8Array(0))]);
+});
+
+Deno.test("LineBuffer formats ids 0, 9, 10 and 4294967295 in decimal", () => {
+  const out = new LineBuffer(256);
+  const n = enc.encode("n");
+  const p = enc.encode("p");
+  for (const [c, m] of [[0, 9], [10, 4294967295], [4294967295, 0], [100, 1000000000], [99, 1]]) {
+    write(out, c!, m!, n, p);
+  }
+  equal(
+    dec.decode(written(out)),
+    "0 9 n p\n10 4294967295 n p\n4294967295 0 n p\n100 1000000000 n p\n99 1 n p\n",
+  );
+  deepStrictEqual(parseFile(written(out)).map((r) => [r.clientId, r.msgId]), [
+    [0, 9],
+    [10, 4294967295],
+    [4294967295, 0],
+    [100, 1000000000],
+    [99, 1],
+  ]);
+});
+
+Deno.test("LineBuffer copies only the given ranges of the name and payload arrays", () => {
+  const out = new LineBuffer(64);
+  const src = enc.encode("xxclient_7yy");
+  const payload = enc.encode("<<a\nb>>");
+  out.writeRecord(7, 8, src, 2, 10, payload, 2, 5);
+  equal(dec.decode(written(out)), "7 8 client_7 a\\nb\n");
+});
+
+Deno.test("LineBuffer appends records after each other and clear() starts over", () => {
+  const out = new LineBuffer(64);
+  write(out, 1, 1, enc.encode("a"), enc.encode("one"));
+  write(out, 2, 2, enc.encode("b"), enc.encode("two"));
+  equal(dec.decode(written(out)), "1 1 a one\n2 2 b two\n");
+  const memory = out.bytes;
+  out.clear();
+  equal(out.length, 0);
+  equal(out.bytes, memory);
+  write(out, 3, 3, enc.encode("c"), enc.encode("three"));
+  equal(dec.decode(written(out)), "3 3 c three\n");
+});
+
+Deno.test("LineBuffer grows by doubling for a big payload and keeps what it held", () => {
+  const out = new LineBuffer(16);
+  // 24 + 1 + 2 * 1 = 27 bytes reserved: 16 doubles to 32.
+  write(out, 1, 1, enc.encode("a"), enc.encode("x"));
+  equal(out.bytes.length, 32);
+  // 8 written + 24 + 1 + 2 * 100 = 233 bytes needed: 32 doubles to 256.
+  const payload = new Uint8Array(100).fill(0x5c);
+  write(out, 2, 2, enc.encode("b"), payload);
+  equal(out.bytes.length, 256);
+  equal(out.length, 8 + 6 + 200 + 1);
+  equal(dec.decode(out.bytes.subarray(0, 8)), "1 1 a x\n");
+
+  const rand = mulberry32(7);
+  const big = new Uint8Array(3 * 1024 * 1024);
+  for (let i = 0; i < big.length; i++) big[i] = Math.floor(rand() * 256);
+  write(out, 3, 3, enc.encode("c"), big);
+  ok(out.bytes.length >= out.length);
+  equal(out.bytes.length & (out.bytes.length - 1), 0, "a power of two times 16");
+  const records = parseFile(written(out));
+  equal(records.length, 3);
+  deepStrictEqual(records[2], record(3, 3, "c", big));
+  deepStrictEqual(records[1], record(2, 2, "b", payload));
+});
+
+Deno.test("LineBuffer shrinkTo releases grown memory only when empty", () => {
+  const out = new LineBuffer(64);
+  write(out, 1, 1, enc.encode("a"), new Uint8Array(1000));
+  equal(out.bytes.length, 2048);
+  out.shrinkTo(64);
+  equal(out.bytes.length, 2048, "not while it holds a record");
+  out.clear();
+  out.shrinkTo(64);
+  equal(out.bytes.length, 64);
+  out.shrinkTo(128);
+  equal(out.bytes.length, 64, "never grows");
+});
+
+Deno.test("LineBuffer created with 0 bytes can still write a record", async () => {
+  // reserve() doubles bytes.length until it is big enough; from 0 that never ends. Run it in a
+  // child process so a hang fails this test instead of stalling the whole run.
+  const url = new URL("../src/server/line.ts", import.meta.url).href;
+  const code = `import { LineBuffer } from ${JSON.stringify(url)};
+const out = new LineBuffer(0);
+const n = new Uint8Array([0x6e]);
+out.writeRecord(1, 2, n, 0, 1, n, 0, 1);
+await Deno.stdout.write(out.bytes.slice(0, out.length));`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+  const result = await child.output();
+  clearTimeout(timer);
+  equal(result.signal, null, "writeRecord on a LineBuffer(0) did not return within 3 s");
+  equal(result.code, 0, dec.decode(result.stderr));
+  equal(dec.decode(result.stdout), "1 2 n n\n");
+});
+
+Deno.test("LineBuffer round-trips 2000 random payloads through parseFile", () => {
+  const rand = mulberry32(0x5eed);
+  const int = (n: number) => Math.floor(rand() * n);
+  const special = [0x5c, 0x0a, 0x0d, 0x6e, 0x72, 0x20, 0x00, 0xff];
+  const utf8Names = ["café", "名前", "ü_1", "😀"];
+  const out = new LineBuffer(64);
+  const expected: ParsedLine[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const clientId = int(4) === 0 ? [0, 9, 10, 0xffffffff][int(4)]! : int(0x100000000);
+    const msgId = int(0x100000000);
+    let name: string;
+    if (int(5) === 0) {
+      name = utf8Names[int(utf8Names.length)]!;
+    } else {
+      const chars: number[] = [];
+      const len = 1 + int(20);
+      for (let j = 0; j < len; j++) chars.push(0x21 + int(0x7f - 0x21));
+      name = String.fromCharCode(...chars);
+    }
+    const payload = new Uint8Array(int(4) === 0 ? 0 : int(300));
+    for (let j = 0; j < payload.length; j++) {
+      payload[j] = rand() < 0.4 ? special[int(special.length)]! : int(256);
+    }
+    write(out, clientId, msgId, enc.encode(name), payload);
+    expected.push(record(clientId, msgId, name, payload));
+  }
+  const content = written(out);
+  const parsed = parseFile(content);
+  equal(parsed.length, 2000);
+  for (let i = 0; i < parsed.length; i++) deepStrictEqual(parsed[i], expected[i], `record ${i}`);
+  // Exactly one line feed per record: escaped payloads never contain a raw one.
+  equal(content.filter((b) => b === 0x0a).length, 2000);
+  equal(content.filter((b) => b === 0x0d).length, 0);
+});
+
+Deno.test("parseLine reads a record with spaces in its payload and undoes the escapes", () => {
+  deepStrictEqual(
+    parseLine(enc.encode("1 2 client_1 hello  world ")),
+    record(1, 2, "client_1", enc.encode("hello  world ")),
+  );
+  deepStrictEqual(
+    parseLine(bytes("4294967295 0 名前 ", [0x5c, 0x5c, 0x5c, 0x6e, 0x5c, 0x72, 0x00, 0xff, 0x09])),
+    record(4294967295, 0, "名前", new Uint8Array([0x5c, 0x0a, 0x0d, 0x00, 0xff, 0x09])),
+  );
+});
+
+function rejects(line: string | Uint8Array, message: string): void {
+  const input = typeof line === "string" ? enc.encode(line) : line;
+  throws(() => parseLine(input), (e: unknown) => {
+    ok(e instanceof SyntaxError, `not a SyntaxError: ${e}`);
+    equal(e.message, message);
+    return true;
+  }, JSON.stringify(typeof line === "string" ? line : Array.from(line)));
+}
+
+Deno.test("parseLine rejects a line with fewer than 4 fields", () => {
+  for (const line of ["", "1", "1 2", "1 2 name", "12client_1payload"]) {
+    rejects(line, "Cannot parse line: fewer than 4 fields");
+  }
+});
+
+Deno.test("parseLine rejects a bad escape and a trailing lone backslash", () => {
+  rejects("1 2 name a\\xb", "Cannot parse line: bad escape at byte 10");
+  rejects("1 2 n ab\\", "Cannot parse line: bad escape at byte 8");
+  rejects("1 2 n \\\\\\", "Cannot parse line: bad escape at byte 8");
+  rejects("1 2 n \\N", "Cannot parse line: bad escape at byte 6");
+  rejects("1 2 n \\ ", "Cannot parse line: bad escape at byte 6");
+});
+
+Deno.test("parseLine rejects ids with leading zeros, signs, other characters or over u32", () => {
+  const client = "Cannot parse line: client_id is not a u32 in decimal";
+  const msg = "Cannot parse line: msg_id is not a u32 in decimal";
+  rejects("01 2 n p", client);
+  rejects("00 2 n p", client);
+  rejects("1 007 n p", msg);
+  rejects("4294967296 1 n p", client);
+  rejects("1 4294967296 n p", msg);
+  rejects("1 99999999999 n p", msg);
+  rejects("-1 2 n p", client);
+  rejects("+1 2 n p", client);
+  rejects("1a 2 n p", client);
+  rejects("1 0x10 n p", msg);
+  rejects(" 1 2 n p", client);
+  rejects("1  2 n p", msg);
+  // The largest u32 and a lone 0 are fine.
+  equal(parseLine(enc.encode("0 4294967295 n p")).msgId, 4294967295);
+});
+
+Deno.test("parseLine rejects an empty name and a name with a control character", () => {
+  rejects("1 2  payload", "Cannot parse line: the name is empty");
+  rejects(bytes("1 2 a", [0x09], "b p"), "Cannot parse line: the name has a control character");
+  rejects(bytes("1 2 a", [0x7f], " p"), "Cannot parse line: the name has a control character");
+  rejects(bytes("1 2 ", [0x00], " p"), "Cannot parse line: the name has a control character");
+});
+
+Deno.test("parseLine rejects a raw line feed or carriage return in the payload", () => {
+  rejects("1 2 n a\rb", "Cannot parse line: raw line break in payload");
+  rejects("1 2 n a\nb", "Cannot parse line: raw line break in payload");
+});
+
+Deno.test("parseFile reads every line and returns nothing for empty content", () => {
+  deepStrictEqual(parseFile(new Uint8Array(0)), []);
+  deepStrictEqual(parseFile(enc.encode("1 1 a x\n2 2 b \n")), [
+    record(1, 1, "a", enc.encode("x")),
+    record(2, 2, "b", new Uint8Array(0)),
+  ]);
+});
+
+Deno.test("parseFile reports a torn last line with its byte offset", () => {
+  throws(
+    () => parseFile(enc.encode("1 2 n a\n3 4 n b")),
+    (e: unknown) => {
+      ok(e instanceof SyntaxError);
+      equal(e.message, "Cannot parse file: torn last line at byte 8");
+      return true;
+    },
+  );
+  throws(() => parseFile(enc.encode("1 2 n a")), {
+    name: "SyntaxError",
+    message: "Cannot parse file: torn last line at byte 0",
+  });
+});
+
+Deno.test("parseFile names the line number of a malformed line", () => {
+  throws(() => parseFile(enc.encode("1 2 n a\n3 4 n b\nbad\n")), {
+    name: "SyntaxError",
+    message: "Cannot parse line: fewer than 4 fields (line 3)",
+  });
+  throws(() => parseFile(enc.encode("1 2 n a\r\n")), {
+    name: "SyntaxError",
+    message: "Cannot parse line: raw line break in payload (line 1)",
+  });
+  throws(() => parseFile(enc.encode("\n")), {
+    name: "SyntaxError",
+    message: "Cannot parse line: fewer than 4 fields (line 1)",
+  });
+});
