@@ -26,6 +26,11 @@ export const Decoded = {
 export interface DecoderLimits {
   /** Bytes the buffer starts with and shrinks back to (16 KiB by default). */
   initialBytes?: number;
+  /**
+   * How far the buffer's resting size may grow while reads keep filling it (default:
+   * `initialBytes`, no growth). Lets idle connections stay small and busy ones read in bulk.
+   */
+  maxReadBytes?: number;
   /** Largest MSG frame that is buffered whole. */
   maxMsgLength: number;
   /** Largest MSG frame that is skipped and reported; anything longer is an ERROR. */
@@ -59,7 +64,10 @@ export class FrameDecoder {
   #start = 0;
   #end = 0;
   #skip = 0;
-  readonly #initialBytes: number;
+  /** The resting size: what the buffer shrinks back to when drained. */
+  #base: number;
+  readonly #maxBase: number;
+  #lastTarget = 0;
   readonly #limits: DecoderLimits;
 
   /** Type byte of the frame last returned. */
@@ -79,8 +87,9 @@ export class FrameDecoder {
 
   constructor(limits: DecoderLimits) {
     this.#limits = limits;
-    this.#initialBytes = limits.initialBytes ?? 16 * 1024;
-    this.#buf = new Uint8Array(this.#initialBytes);
+    this.#base = limits.initialBytes ?? 16 * 1024;
+    this.#maxBase = Math.max(limits.maxReadBytes ?? this.#base, this.#base);
+    this.#buf = new Uint8Array(this.#base);
   }
 
   /** The buffer that frame offsets point into; replaced when it grows or shrinks. */
@@ -103,7 +112,8 @@ export class FrameDecoder {
     const pending = this.#end - this.#start;
     if (pending === 0) {
       this.#start = this.#end = 0;
-      if (this.#buf.length > this.#initialBytes) this.#buf = new Uint8Array(this.#initialBytes);
+      if (this.#buf.length !== this.#base) this.#buf = new Uint8Array(this.#base);
+      this.#lastTarget = this.#buf.length;
       return this.#buf.subarray(0);
     }
     // Room the partial frame still needs. Grow only for a frame whose header is in and whose
@@ -118,24 +128,29 @@ export class FrameDecoder {
       required = Math.max(frameTotal - pending, 1);
     }
     const free = this.#buf.length - this.#end;
-    if (free >= required && (free >= MIN_READ_SPACE || this.#start === 0)) {
+    const minSpace = Math.min(MIN_READ_SPACE, this.#base >> 2);
+    if (free >= required && (free >= minSpace || this.#start === 0)) {
+      this.#lastTarget = free;
       return this.#buf.subarray(this.#end);
     }
     if (this.#buf.length >= pending + required) {
       this.#buf.copyWithin(0, this.#start, this.#end);
     } else {
-      const grown = new Uint8Array(Math.max(pending + required, this.#initialBytes));
+      const grown = new Uint8Array(Math.max(pending + required, this.#base));
       grown.set(this.#buf.subarray(this.#start, this.#end));
       this.#buf = grown;
     }
     this.#start = 0;
     this.#end = pending;
+    this.#lastTarget = this.#buf.length - pending;
     return this.#buf.subarray(this.#end);
   }
 
   /** Records that `n` bytes were read into the last `readTarget()`. */
   commit(n: number): void {
     this.#end += n;
+    // A read that filled all the room it had: more is waiting, so read in bigger bites.
+    if (n === this.#lastTarget && this.#base < this.#maxBase) this.#base *= 2;
   }
 
   /** Finds the next frame in what has been read; see {@linkcode Decoded}. */

@@ -18,6 +18,11 @@ import { acceptLoop, listen, listenTls } from "./listener.ts";
 import { SessionTable } from "./sessions.ts";
 import { type Entry, Writer, type WriterStats } from "./writer.ts";
 
+/** Each connection's read buffer starts this small, so idle connections cost little. */
+const READ_BUFFER_BYTES = 4 * 1024;
+/** ...and doubles, while reads keep filling it, up to this (large frames grow it further). */
+const MAX_READ_BUFFER_BYTES = 64 * 1024;
+
 /** Counters of a running server. */
 export interface ServerStats extends ConnectionStats {
   connectionsOpen: number;
@@ -106,6 +111,8 @@ export class MsgServer {
     });
 
     const limits: DecoderLimits = {
+      initialBytes: READ_BUFFER_BYTES,
+      maxReadBytes: MAX_READ_BUFFER_BYTES,
       maxMsgLength: msgFrameLimit(config.MAX_MESSAGE_BYTES),
       maxSkippedMsgLength: msgFrameLimit(config.MAX_MESSAGE_BYTES * OVERSIZE_FACTOR),
       maxControlLength: MAX_CONTROL_FRAME_LENGTH,
