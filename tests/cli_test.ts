@@ -209,3 +209,27 @@ Deno.test("SIGTERM under load: exit 0 and every acked message is in the file", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGHUP makes msgserver reopen FILE_NAME after logrotate moved it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeConf(dir);
+    const server = await spawnServer(dir);
+    const client = await MsgClient.connect({ port: server.port, clientId: 1 });
+    await client.send("hup", "before");
+    await Deno.rename(`${dir}/messages.log`, `${dir}/messages.log.1`);
+    server.child.kill("SIGHUP");
+    const deadline = Date.now() + 5000;
+    while (!server.stderr().includes("reopened the data file") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await client.send("hup", "after");
+    await client.close();
+    server.child.kill("SIGTERM");
+    equal((await server.child.status).code, 0);
+    equal(await readText(`${dir}/messages.log.1`), "1 1 hup before\n");
+    equal(await readText(`${dir}/messages.log`), "1 2 hup after\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
