@@ -109,10 +109,30 @@ function writeDecimal(out: Uint8Array, offset: number, n: number): number {
     out[offset] = DIGIT_0 + n;
     return offset + 1;
   }
-  let digits = 1;
-  for (let m = n; m >= 10; m = Math.floor(m / 10)) digits++;
+  const digits = n < 100
+    ? 2
+    : n < 1e3
+    ? 3
+    : n < 1e4
+    ? 4
+    : n < 1e5
+    ? 5
+    : n < 1e6
+    ? 6
+    : n < 1e7
+    ? 7
+    : n < 1e8
+    ? 8
+    : n < 1e9
+    ? 9
+    : 10;
   let p = offset + digits;
-  for (let m = n; m > 0; m = Math.floor(m / 10)) out[--p] = DIGIT_0 + (m % 10);
+  // `>>> 0` truncates like Math.floor for any u32, without a call.
+  for (let m = n; m > 0;) {
+    const q = (m / 10) >>> 0;
+    out[--p] = DIGIT_0 + m - q * 10;
+    m = q;
+  }
   return offset + digits;
 }
 
