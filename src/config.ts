@@ -39,6 +39,8 @@ export interface Config {
   HANDSHAKE_TIMEOUT_MS: number;
   IDLE_TIMEOUT_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
+  METRICS_PORT: number;
+  STATS_INTERVAL_S: number;
 }
 
 type Spec =
@@ -74,6 +76,8 @@ export const DEFAULTS: Readonly<Config> = Object.freeze({
   HANDSHAKE_TIMEOUT_MS: 10000,
   IDLE_TIMEOUT_MS: 0,
   SHUTDOWN_TIMEOUT_MS: 10000,
+  METRICS_PORT: 0,
+  STATS_INTERVAL_S: 60,
 });
 
 const SPECS: Readonly<Record<keyof Config, Spec>> = {
@@ -146,6 +150,18 @@ const SPECS: Readonly<Record<keyof Config, Spec>> = {
     min: 1,
     max: 3_600_000,
     help: "longest graceful shutdown",
+  },
+  METRICS_PORT: {
+    kind: "int",
+    min: 0,
+    max: 65535,
+    help: "HTTP port for /metrics (Prometheus) and /healthz on IP (0: off)",
+  },
+  STATS_INTERVAL_S: {
+    kind: "int",
+    min: 0,
+    max: 86_400,
+    help: "seconds between one-line stats summaries at LOG_LEVEL=info (0: never)",
   },
 };
 

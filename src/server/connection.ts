@@ -32,6 +32,8 @@ import type { Entry, RecordSource } from "./writer.ts";
 /** Counters shared by all connections. */
 export interface ConnectionStats {
   received: number;
+  /** Records acked on receipt (ACK_MODE received); the writer counts the others. */
+  ackedOnReceipt: number;
   nacked: number;
   duplicates: number;
   protocolErrors: number;
@@ -279,7 +281,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
       if (e instanceof ChannelClosedError) return; // shutting down: not written, so not acked
       throw e;
     }
-    if (this.#ctx.config.ACK_MODE === "received") this.acknowledge(lastId, count);
+    if (this.#ctx.config.ACK_MODE === "received") {
+      this.#ctx.stats.ackedOnReceipt += count;
+      this.acknowledge(lastId, count);
+    }
   }
 
   /** Handles HELLO; returns false if it closed the connection. */

@@ -175,7 +175,10 @@ export class LegacyConnection implements RecordSource, Served {
       if (e instanceof ChannelClosedError) return;
       throw e;
     }
-    if (this.#ctx.config.ACK_MODE === "received") this.acknowledge(0, count);
+    if (this.#ctx.config.ACK_MODE === "received") {
+      this.#ctx.stats.ackedOnReceipt += count;
+      this.acknowledge(0, count);
+    }
   }
 
   acknowledge(_msgId: number, records: number): void {

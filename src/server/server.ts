@@ -15,6 +15,7 @@ import { Connection, type ConnectionStats, type Served, type ServerContext } fro
 import { LegacyConnection } from "./legacy_connection.ts";
 import { type DataFile, openDataFile } from "./data_file.ts";
 import { acceptLoop, listen, listenTls } from "./listener.ts";
+import { type Metric, renderPrometheus } from "./metrics.ts";
 import { SessionTable } from "./sessions.ts";
 import { type Entry, Writer, type WriterStats } from "./writer.ts";
 
@@ -28,7 +29,18 @@ export interface ServerStats extends ConnectionStats {
   connectionsOpen: number;
   connectionsTotal: number;
   queueRecords: number;
+  queueBytes: number;
+  /** Records acked, in any ACK_MODE. */
+  acked: number;
   writer: WriterStats;
+}
+
+function c(name: string, help: string, value: number): Metric {
+  return { name, help, type: "counter", value };
+}
+
+function g(name: string, help: string, value: number): Metric {
+  return { name, help, type: "gauge", value };
 }
 
 /** Options of {@linkcode startServer}. */
@@ -66,12 +78,17 @@ export class MsgServer {
   readonly #connections = new Set<Served>();
   readonly #connStats: ConnectionStats = {
     received: 0,
+    ackedOnReceipt: 0,
     nacked: 0,
     duplicates: 0,
     protocolErrors: 0,
   };
   readonly #writerDone: Promise<void>;
   readonly #sweeper: ReturnType<typeof setInterval>;
+  #statsTimer: ReturnType<typeof setInterval> | undefined;
+  #metrics: Deno.HttpServer<Deno.NetAddr> | null = null;
+  /** The metrics address, when METRICS_PORT is set. */
+  metricsAddr: Deno.NetAddr | null = null;
   #total = 0;
   #stopping = false;
   #shutdown: Promise<void> | null = null;
@@ -169,6 +186,90 @@ export class MsgServer {
       ),
     );
     this.#sweeper = setInterval(() => this.#sweep(), tick);
+    if (config.STATS_INTERVAL_S > 0 && log.enabled("info")) {
+      let last = this.stats();
+      this.#statsTimer = setInterval(() => {
+        const now = this.stats();
+        const seconds = config.STATS_INTERVAL_S;
+        log.info("stats", {
+          connections: now.connectionsOpen,
+          msgs_per_s: Math.round((now.writer.records - last.writer.records) / seconds),
+          written: now.writer.records,
+          acked: now.acked,
+          nacked: now.nacked,
+          duplicates: now.duplicates,
+          queue: now.queueRecords,
+          rss_mb: Math.round(Deno.memoryUsage().rss / 1048576),
+        });
+        last = now;
+      }, config.STATS_INTERVAL_S * 1000);
+    }
+    if (config.METRICS_PORT !== 0) {
+      this.#metrics = Deno.serve({
+        hostname: config.IP,
+        port: config.METRICS_PORT,
+        onListen: (addr) => {
+          this.metricsAddr = addr;
+        },
+      }, (request) => this.#serveMetrics(request));
+      this.metricsAddr = this.#metrics.addr;
+    }
+  }
+
+  #serveMetrics(request: Request): Response {
+    const path = new URL(request.url).pathname;
+    if (path === "/healthz") {
+      return new Response(this.#stopping ? "stopping\n" : "ok\n", {
+        status: this.#stopping ? 503 : 200,
+      });
+    }
+    if (path !== "/metrics") return new Response("not found\n", { status: 404 });
+    const s = this.stats();
+    const metrics: Metric[] = [
+      g("msgserver_connections_open", "Connections open now.", s.connectionsOpen),
+      c("msgserver_connections_total", "Connections accepted.", s.connectionsTotal),
+      c("msgserver_messages_received_total", "MSG frames received.", s.received),
+      c("msgserver_messages_written_total", "Records written to the file.", s.writer.records),
+      c("msgserver_messages_acked_total", "Records acked.", s.acked),
+      c("msgserver_messages_nacked_total", "Messages refused (NACK 1, 2, 4).", s.nacked),
+      c("msgserver_messages_duplicate_total", "Duplicates refused (NACK 3).", s.duplicates),
+      c(
+        "msgserver_messages_failed_total",
+        "Records lost to storage errors.",
+        s.writer.failedRecords,
+      ),
+      c(
+        "msgserver_protocol_errors_total",
+        "Connections closed for a protocol violation.",
+        s.protocolErrors,
+      ),
+      c("msgserver_bytes_written_total", "Bytes written to the file.", s.writer.bytes),
+      c("msgserver_batches_total", "Batches written.", s.writer.batches),
+      g("msgserver_queue_records", "Records waiting for the writer.", s.queueRecords),
+      g("msgserver_queue_bytes", "Bytes waiting for the writer.", s.queueBytes),
+      g("msgserver_resident_memory_bytes", "Resident set size.", Deno.memoryUsage().rss),
+      {
+        name: "msgserver_batch_records",
+        help: "Records per batch.",
+        type: "histogram",
+        histogram: s.writer.batchSize,
+      },
+      {
+        name: "msgserver_write_seconds",
+        help: "Time to write one batch.",
+        type: "histogram",
+        histogram: s.writer.writeSeconds,
+      },
+      {
+        name: "msgserver_sync_seconds",
+        help: "Time to sync one batch (ACK_MODE durable).",
+        type: "histogram",
+        histogram: s.writer.syncSeconds,
+      },
+    ];
+    return new Response(renderPrometheus(metrics), {
+      headers: { "content-type": "text/plain; version=0.0.4" },
+    });
   }
 
   /**
@@ -235,6 +336,9 @@ export class MsgServer {
       max_connections: config.MAX_CONNECTIONS,
       auth: config.AUTH_TOKEN === "" ? "off" : "on",
       tls: config.TLS_CERT === "" ? "off" : "on",
+      metrics: server.metricsAddr === null
+        ? "off"
+        : `http://${server.metricsAddr.hostname}:${server.metricsAddr.port}/metrics`,
       legacy: server.legacyAddr === null
         ? "off"
         : `${server.legacyAddr.hostname}:${server.legacyAddr.port}`,
@@ -249,6 +353,8 @@ export class MsgServer {
       connectionsOpen: this.#connections.size,
       connectionsTotal: this.#total,
       queueRecords: this.#queue.records,
+      queueBytes: this.#queue.bytes,
+      acked: this.#connStats.ackedOnReceipt + this.#writer.stats.acked,
       writer: { ...this.#writer.stats },
     };
   }
@@ -294,6 +400,7 @@ export class MsgServer {
     });
     this.#stopping = true;
     clearInterval(this.#sweeper);
+    clearInterval(this.#statsTimer);
     for (const listener of [this.#listener, this.#legacyListener]) {
       try {
         listener?.close();
@@ -320,6 +427,7 @@ export class MsgServer {
     }
     for (const c of this.#connections) c.abort();
     this.#writer.close();
+    if (this.#metrics !== null) await this.#metrics.shutdown();
     const w = this.#writer.stats;
     log.info("stopped", { records: w.records, batches: w.batches, bytes: w.bytes });
     this.#resolveFinished();

@@ -17,6 +17,7 @@ import { FrameType, NackCode } from "../protocol/frames.ts";
 import type { Channel } from "./channel.ts";
 import { type DataFile, openDataFile, writeAll } from "./data_file.ts";
 import { LineBuffer } from "./line.ts";
+import { BATCH_SIZE_BOUNDS, Histogram, LATENCY_BOUNDS } from "./metrics.ts";
 
 /** Where queued records come from and where their outcome goes: a connection. */
 export interface RecordSource {
@@ -72,6 +73,14 @@ export interface WriterStats {
   bytes: number;
   /** Records refused after storage kept failing. */
   failedRecords: number;
+  /** Records acked by the writer (ACK_MODE written or durable). */
+  acked: number;
+  /** Records per batch written. */
+  batchSize: Histogram;
+  /** Seconds per batch write. */
+  writeSeconds: Histogram;
+  /** Seconds per sync (durable mode). */
+  syncSeconds: Histogram;
 }
 
 /** Options of {@linkcode Writer}. */
@@ -135,7 +144,16 @@ export class Writer {
   #batchCount = 0;
   #firstAt = 0;
   /** Counters, for logs and tests. */
-  readonly stats: WriterStats = { records: 0, batches: 0, bytes: 0, failedRecords: 0 };
+  readonly stats: WriterStats = {
+    records: 0,
+    batches: 0,
+    bytes: 0,
+    failedRecords: 0,
+    acked: 0,
+    batchSize: new Histogram(BATCH_SIZE_BOUNDS),
+    writeSeconds: new Histogram(LATENCY_BOUNDS),
+    syncSeconds: new Histogram(LATENCY_BOUNDS),
+  };
 
   constructor(queue: Channel<Entry>, data: DataFile, options: WriterOptions) {
     this.#queue = queue;
@@ -328,11 +346,13 @@ export class Writer {
       this.stats.records += this.#batchCount;
       this.stats.batches++;
       this.stats.bytes += out.length;
+      this.stats.batchSize.observe(this.#batchCount);
       if (this.#ackOnWrite) {
         for (let i = 0; i < touched.length; i++) {
           const source = touched[i]!;
           if (source.batchRecords > 0) source.acknowledge(source.batchLastId, source.batchRecords);
         }
+        this.stats.acked += this.#batchCount;
       }
     } else {
       this.#refuseBatch();
@@ -363,8 +383,14 @@ export class Writer {
     let delay = 10;
     for (let attempt = 1;; attempt++) {
       try {
+        const t0 = performance.now();
         await writeAll(this.#file, bytes);
-        if (this.#opts.ackMode === "durable") await this.#file.syncData();
+        const t1 = performance.now();
+        this.stats.writeSeconds.observe((t1 - t0) / 1000);
+        if (this.#opts.ackMode === "durable") {
+          await this.#file.syncData();
+          this.stats.syncSeconds.observe((performance.now() - t1) / 1000);
+        }
         if (attempt > 1 || this.#storageDown) this.#opts.log.warn("storage recovered", { attempt });
         this.#storageDown = false;
         return true;
