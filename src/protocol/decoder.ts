@@ -146,6 +146,17 @@ export class FrameDecoder {
     return this.#buf.subarray(this.#end);
   }
 
+  /**
+   * Drops a buffer grown for one big frame if nothing is pending in it, invalidating frame
+   * offsets; call it before a long wait so idle memory stays small.
+   */
+  releaseIfDrained(): void {
+    if (this.#end === this.#start && this.#buf.length > this.#base) {
+      this.#buf = new Uint8Array(this.#base);
+      this.#start = this.#end = 0;
+    }
+  }
+
   /** Records that `n` bytes were read into the last `readTarget()`. */
   commit(n: number): void {
     this.#end += n;

@@ -113,6 +113,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #session: Session | null = null;
   #pushing: Promise<void> | null = null;
   #closeReason = "";
+  #closing: Promise<void> | null = null;
+  /** Records queued but not yet acked or refused by the writer. */
+  #unacked = 0;
+  #allSettled: (() => void) | null = null;
 
   // Outbox: replies are appended to #out; #flushLoop writes it while appends go to the other buffer.
   #out = new Uint8Array(256);
@@ -144,11 +148,15 @@ export class Connection implements RecordSource, SessionOwner, Served {
   async serve(): Promise<void> {
     const conn = this.#conn;
     const decoder = this.#decoder;
+    let eof = false;
     try {
       while (this.#state !== State.CLOSED) {
         if (this.#outLen > OUTBOX_HIGH_WATER && this.#flushing !== null) await this.#flushing;
         const n = await conn.read(decoder.readTarget());
-        if (n === null) break;
+        if (n === null) {
+          eof = true;
+          break;
+        }
         this.lastActivity = performance.now();
         if (this.#ctx.stopping || this.#state === State.CLOSED) continue;
         decoder.commit(n);
@@ -162,7 +170,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         });
       }
     } finally {
-      this.#end();
+      await this.#end(eof);
     }
   }
 
@@ -208,7 +216,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
           count = 0;
         }
         this.#ctx.stats.nacked++;
-        this.refuse(
+        this.#nack(
           decoder.oversizedMsgId,
           NackCode.PAYLOAD_TOO_LARGE,
           `payload too large: over ${this.#ctx.config.MAX_MESSAGE_BYTES} bytes`,
@@ -239,7 +247,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     stats.received++;
     if (msgId <= session.lastId) {
       stats.duplicates++;
-      this.refuse(
+      this.#nack(
         msgId,
         NackCode.DUPLICATE,
         `duplicate: msg_id ${msgId} is not above ${session.lastId}`,
@@ -249,7 +257,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const payloadLength = bodyLength - MSG_FIXED_BYTES - nameLength;
     if (payloadLength > this.#ctx.config.MAX_MESSAGE_BYTES) {
       stats.nacked++;
-      this.refuse(
+      this.#nack(
         msgId,
         NackCode.PAYLOAD_TOO_LARGE,
         `payload too large: ${payloadLength} bytes, at most ${this.#ctx.config.MAX_MESSAGE_BYTES}`,
@@ -259,7 +267,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const problem = nameProblem(buf, body + MSG_FIXED_BYTES, body + MSG_FIXED_BYTES + nameLength);
     if (problem !== "") {
       stats.nacked++;
-      this.refuse(msgId, NackCode.BAD_NAME, `bad name: ${problem}`);
+      this.#nack(msgId, NackCode.BAD_NAME, `bad name: ${problem}`);
       return REFUSED;
     }
     session.lastId = msgId;
@@ -271,14 +279,20 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     const lastId = this.#session!.lastId;
     const queue = this.#ctx.queue;
+    this.#unacked += count;
     try {
       if (!queue.tryPush(entry)) {
+        // While this waits for room, a read buffer grown for a big frame is dead weight.
+        this.#decoder.releaseIfDrained();
         this.#pushing = queue.push(entry);
         await this.#pushing;
         this.#pushing = null;
       }
     } catch (e) {
-      if (e instanceof ChannelClosedError) return; // shutting down: not written, so not acked
+      if (e instanceof ChannelClosedError) {
+        this.#unacked -= count; // shutting down: not written, so not acked
+        return;
+      }
       throw e;
     }
     if (this.#ctx.config.ACK_MODE === "received") {
@@ -349,7 +363,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
     if (pending !== null) await pending;
   }
 
-  acknowledge(msgId: number, _records: number): void {
+  acknowledge(msgId: number, records: number): void {
+    this.#settled(records);
     // After an ERROR nothing more is sent; the peer learns what landed from WELCOME.last_msg_id.
     if (this.#state === State.CLOSED) return;
     // ACKs are cumulative: one still waiting in the outbox is raised instead of adding another.
@@ -363,9 +378,24 @@ export class Connection implements RecordSource, SessionOwner, Served {
     this.#kick();
   }
 
+  /** The writer could not store this queued record. */
   refuse(msgId: number, code: number, reason: string): void {
+    this.#settled(1);
+    this.#nack(msgId, code, reason);
+  }
+
+  #nack(msgId: number, code: number, reason: string): void {
     if (this.#state === State.CLOSED) return;
     this.#send(encodeNack(msgId, code, reason));
+  }
+
+  /** Counts queued records whose outcome is known; wakes an end-of-input wait at zero. */
+  #settled(records: number): void {
+    this.#unacked -= records;
+    if (this.#unacked <= 0 && this.#allSettled !== null) {
+      this.#allSettled();
+      this.#allSettled = null;
+    }
   }
 
   /**
@@ -408,13 +438,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
     this.#send(encodeError(code, reason));
     this.#state = State.CLOSED;
     this.#closeReason = reason;
-    const flushed = this.#flushing ?? Promise.resolve();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const grace = new Promise<void>((r) => timer = setTimeout(r, ERROR_FLUSH_MS));
-    return Promise.race([flushed, grace]).then(() => {
-      clearTimeout(timer);
-      this.#closeSocket(reason);
-    });
+    this.#closing = within(this.#flushing, ERROR_FLUSH_MS).then(() => this.#closeSocket(reason));
+    return this.#closing;
   }
 
   #closeSocket(reason: string): void {
@@ -427,7 +452,21 @@ export class Connection implements RecordSource, SessionOwner, Served {
     }
   }
 
-  #end(): void {
+  /**
+   * Ends the service task. After the peer's end of input, what it sent is still owed its acks:
+   * wait (bounded) for the writer to settle them and for the replies to go out. After an ERROR,
+   * wait for the ERROR to go out.
+   */
+  async #end(eof: boolean): Promise<void> {
+    if (eof && this.#state !== State.CLOSED) {
+      if (this.#unacked > 0) {
+        const settled = new Promise<void>((r) => this.#allSettled = r);
+        await within(settled, this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+        this.#allSettled = null;
+      }
+      await within(this.#flushing, ERROR_FLUSH_MS);
+    }
+    if (this.#closing !== null) await this.#closing;
     if (this.#session !== null && this.#session.owner === this) this.#session.owner = null;
     this.#closeSocket("peer closed");
     this.#ctx.closed(this);
@@ -478,6 +517,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
       this.#flushing = null;
     }
   }
+}
+
+/** Resolves when `promise` settles or after `ms`, whichever is first; null is done at once. */
+async function within(promise: Promise<void> | null, ms: number): Promise<void> {
+  if (promise === null) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([promise, new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  clearTimeout(timer);
 }
 
 const ACCEPTED = 0;

@@ -77,6 +77,9 @@ export class LegacyConnection implements RecordSource, Served {
   // Acks owed but not yet written, and the write in flight that carries earlier ones.
   #acksOwed = 0;
   #flushing: Promise<void> | null = null;
+  /** Records queued but not yet acked by the writer. */
+  #unacked = 0;
+  #allSettled: (() => void) | null = null;
 
   constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
     this.#conn = conn;
@@ -98,7 +101,10 @@ export class LegacyConnection implements RecordSource, Served {
       while (!this.#closed) {
         if (this.#acksOwed > 64 * 1024 && this.#flushing !== null) await this.#flushing;
         const n = await this.#conn.read(buf.subarray(this.#end));
-        if (n === null) break;
+        if (n === null) {
+          await this.#awaitAcks();
+          break;
+        }
         this.lastActivity = performance.now();
         if (this.#ctx.stopping) continue;
         this.#end += n;
@@ -169,10 +175,14 @@ export class LegacyConnection implements RecordSource, Served {
   async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     const queue = this.#ctx.queue;
+    this.#unacked += count;
     try {
       if (!queue.tryPush(entry)) await queue.push(entry);
     } catch (e) {
-      if (e instanceof ChannelClosedError) return;
+      if (e instanceof ChannelClosedError) {
+        this.#unacked -= count;
+        return;
+      }
       throw e;
     }
     if (this.#ctx.config.ACK_MODE === "received") {
@@ -182,9 +192,25 @@ export class LegacyConnection implements RecordSource, Served {
   }
 
   acknowledge(_msgId: number, records: number): void {
+    this.#unacked -= records;
+    if (this.#unacked <= 0 && this.#allSettled !== null) this.#allSettled();
     if (this.#closed) return;
     this.#acksOwed += records;
     if (this.#flushing === null) this.#flushing = this.#flushAcks();
+  }
+
+  /** After the peer's end of input, waits (bounded) until what it sent is acked and sent. */
+  async #awaitAcks(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const limit = new Promise<void>((r) =>
+      timer = setTimeout(r, this.#ctx.config.SHUTDOWN_TIMEOUT_MS)
+    );
+    if (this.#unacked > 0) {
+      await Promise.race([new Promise<void>((r) => this.#allSettled = r), limit]);
+      this.#allSettled = null;
+    }
+    if (this.#flushing !== null) await Promise.race([this.#flushing, limit]);
+    clearTimeout(timer);
   }
 
   /** The legacy protocol has no refusal: a record that cannot be written ends the connection. */
