@@ -117,3 +117,40 @@ Deno.test("a full disk mid-batch leaves no partial line, acks nothing of the bat
     await Deno.remove(mount, { recursive: true });
   }
 });
+
+Deno.test("records refused for storage after their connection left are not reported as delivered", async () => {
+  equal(Deno.uid(), 0, "this test mounts a small tmpfs and must run as root (CI does)");
+  const mount = await Deno.makeTempDir({ prefix: "msgserver_fs_" });
+  const run = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1) }).output();
+  equal((await run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mount])).code, 0);
+  try {
+    const filler = `${mount}/filler`;
+    await Deno.writeFile(filler, new Uint8Array(64 * 1024 - 4096));
+    const file = `${mount}/messages.log`;
+    await Deno.writeFile(file, new Uint8Array(0));
+    await withServer({ FILE_NAME: file }, async ({ port, logs }) => {
+      const big = "y".repeat(3000); // two fit in the 4 KiB left, three do not (one batch)
+      const first = await MsgClient.connect({ port, clientId: 6, session: 77n });
+      const lost = [1, 2, 3].map((i) => first.send("s", `${i}${big}`).catch((e) => e));
+      await delay(20);
+      await first.close(); // leaves before the server gives up and sends NACK 4
+      await Promise.all(lost);
+      for (let i = 0; i < 100 && !logs.some((l) => l.includes("refusing the batch")); i++) {
+        await delay(20);
+      }
+      ok(logs.some((l) => l.includes("refusing the batch")), "the batch was refused");
+      await Deno.remove(filler);
+      const again = await MsgClient.connect({ port, clientId: 6, session: 77n });
+      const held = (await readRecords(file)).map((r) => r.msgId);
+      ok(held.length < 3, `the last record did not fit (${held})`);
+      equal(again.lastMsgId, held.at(-1) ?? 0, "WELCOME reports exactly what is in the file");
+      const rest = [1, 2, 3].filter((i) => i > again.lastMsgId);
+      await Promise.all(rest.map((i) => again.send("s", `${i}${big}`, i)));
+      await again.close();
+      deepStrictEqual((await readRecords(file)).map((r) => r.msgId), [1, 2, 3]);
+    });
+  } finally {
+    await run(["umount", mount]);
+    await Deno.remove(mount, { recursive: true });
+  }
+});

@@ -18,4 +18,12 @@ export {
   NackError,
   randomSession,
 } from "./client.ts";
+export {
+  ClientClosedError,
+  type Delivery,
+  type DeliveryKind,
+  GiveUpError,
+  ReliableClient,
+  type ReliableOptions,
+} from "./reliable.ts";
 export * from "../protocol/frames.ts";

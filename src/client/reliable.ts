@@ -25,7 +25,14 @@
 import { nameProblem } from "../protocol/name.ts";
 import { ConnectionError, MsgClient, NackError, randomSession } from "./client.ts";
 
-/** Options of {@linkcode ReliableClient}. */
+/**
+ * Options of {@linkcode ReliableClient}.
+ *
+ * @example
+ * ```ts
+ * const options: ReliableOptions = { port: 9000, clientId: 1, maxDelayMs: 500 };
+ * ```
+ */
 export interface ReliableOptions {
   /** Server address; default 127.0.0.1. */
   hostname?: string;
@@ -35,7 +42,11 @@ export interface ReliableOptions {
   clientId: number;
   /** The server's AUTH_TOKEN, if it has one. */
   token?: string;
-  /** The u64 session id, used on every connection; default a fresh {@linkcode randomSession}. */
+  /**
+   * The u64 session id, used on every connection; default a fresh {@linkcode randomSession}.
+   * It must be one no other producer uses: a server that holds ids this client never sent for it
+   * stops the client with a {@linkcode ConnectionError} ("session conflict").
+   */
   session?: bigint;
   /** First reconnect delay in ms (before jitter); default 50. */
   initialDelayMs?: number;
@@ -95,6 +106,7 @@ export interface Delivery {
  * ```
  */
 export class GiveUpError extends Error {
+  /** `afterMs`: how long the client went without a connection; `cause`: the last failure. */
   constructor(afterMs: number, cause: unknown) {
     super(
       `Gave up after ${afterMs} ms without a connection` +
@@ -115,6 +127,7 @@ export class GiveUpError extends Error {
  * ```
  */
 export class ClientClosedError extends Error {
+  /** `message` says what was refused. */
   constructor(message: string) {
     super(message);
     this.name = "ClientClosedError";
@@ -172,9 +185,11 @@ function toBytes(value: string | Uint8Array): Uint8Array {
  * {@linkcode GiveUpError}, with the {@linkcode ConnectionError} of a fatal server ERROR (1, 2
  * or 3, after which the client stops), or with {@linkcode ClientClosedError}.
  *
- * Limitation: a NACK 4 (storage error) lost with its connection cannot be told from a delivery,
- * since WELCOME.last_msg_id counts the message as accepted. Bad names and oversized payloads are
- * refused here, before sending, so their NACKs cannot be lost that way.
+ * Only `acked` carries the ACK_MODE guarantee. `resumed` and `duplicate` rest on the server's
+ * session table, which counts a message once it is accepted (queued), before it is written: such
+ * a message is lost if the server dies before writing it, and a NACK 4 (storage error) lost with
+ * its connection cannot be told from a delivery. Bad names and oversized payloads are refused
+ * here, before sending, so their NACKs cannot be lost that way.
  *
  * @example
  * ```ts

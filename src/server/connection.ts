@@ -26,7 +26,7 @@ import {
 import { nameProblem } from "../protocol/name.ts";
 import { timingSafeEqual } from "./auth.ts";
 import { type Channel, ChannelClosedError } from "./channel.ts";
-import type { Session, SessionOwner, SessionTable } from "./sessions.ts";
+import { Session, type SessionOwner, type SessionTable } from "./sessions.ts";
 import type { Entry, RecordSource } from "./writer.ts";
 
 /** Counters shared by all connections. */
@@ -113,6 +113,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #session: Session | null = null;
   #pushing: Promise<void> | null = null;
   #closeReason = "";
+  readonly #ackOnReceipt: boolean;
   #closing: Promise<void> | null = null;
   /** Records queued but not yet acked or refused by the writer. */
   #unacked = 0;
@@ -132,6 +133,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${addr.hostname}:${addr.port}`;
     this.#decoder = new FrameDecoder(ctx.limits);
+    this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
   }
 
   /** True once the connection has been closed (or is closing). */
@@ -277,9 +279,11 @@ export class Connection implements RecordSource, SessionOwner, Served {
   /** Puts one entry on the queue, waiting for room; in `received` mode acks it at once. */
   async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
-    const lastId = this.#session!.lastId;
+    const session = this.#session!;
+    const lastId = session.lastId;
     const queue = this.#ctx.queue;
     this.#unacked += count;
+    session.accepted(lastId, count);
     try {
       if (!queue.tryPush(entry)) {
         // While this waits for room, a read buffer grown for a big frame is dead weight.
@@ -291,13 +295,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
     } catch (e) {
       if (e instanceof ChannelClosedError) {
         this.#unacked -= count; // shutting down: not written, so not acked
+        session.refused(count);
         return;
       }
       throw e;
     }
-    if (this.#ctx.config.ACK_MODE === "received") {
+    if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
-      this.acknowledge(lastId, count);
+      this.#ack(lastId);
     }
   }
 
@@ -338,18 +343,23 @@ export class Connection implements RecordSource, SessionOwner, Served {
     }
     this.clientId = clientId;
     let session: Session;
+    let resumeAt = 0;
     if (sessionId === 0n) {
-      session = { lastId: 0, owner: this };
+      session = new Session();
+      session.owner = this;
     } else {
       session = this.#ctx.sessions.open(clientId, sessionId);
       const previous = session.owner;
       session.owner = this;
       if (previous !== null && previous !== this) await previous.takeOver();
-      if (this.#state === State.CLOSED) return false;
+      // WELCOME promises that everything up to last_msg_id is in the file: wait for what the
+      // session's earlier connections queued to be written (or refused) first.
+      resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+      if (this.#state === State.CLOSED || session.owner !== this) return false;
     }
     this.#session = session;
     this.#state = State.READY;
-    this.#send(encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, session.lastId));
+    this.#send(encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, resumeAt));
     this.#ctx.log.debug("hello", { conn: this.id, client_id: clientId, session: sessionId });
     return true;
   }
@@ -363,8 +373,13 @@ export class Connection implements RecordSource, SessionOwner, Served {
     if (pending !== null) await pending;
   }
 
-  acknowledge(msgId: number, records: number): void {
+  written(msgId: number, records: number): void {
+    this.#session!.written(msgId, records);
     this.#settled(records);
+    if (!this.#ackOnReceipt) this.#ack(msgId);
+  }
+
+  #ack(msgId: number): void {
     // After an ERROR nothing more is sent; the peer learns what landed from WELCOME.last_msg_id.
     if (this.#state === State.CLOSED) return;
     // ACKs are cumulative: one still waiting in the outbox is raised instead of adding another.
@@ -380,6 +395,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   /** The writer could not store this queued record. */
   refuse(msgId: number, code: number, reason: string): void {
+    this.#session!.refused(1);
     this.#settled(1);
     this.#nack(msgId, code, reason);
   }

@@ -187,13 +187,17 @@ export class LegacyConnection implements RecordSource, Served {
     }
     if (this.#ctx.config.ACK_MODE === "received") {
       this.#ctx.stats.ackedOnReceipt += count;
-      this.acknowledge(0, count);
+      this.#ack(count);
     }
   }
 
-  acknowledge(_msgId: number, records: number): void {
+  written(_msgId: number, records: number): void {
     this.#unacked -= records;
     if (this.#unacked <= 0 && this.#allSettled !== null) this.#allSettled();
+    if (this.#ctx.config.ACK_MODE !== "received") this.#ack(records);
+  }
+
+  #ack(records: number): void {
     if (this.#closed) return;
     this.#acksOwed += records;
     if (this.#flushing === null) this.#flushing = this.#flushAcks();

@@ -13,12 +13,78 @@ export interface SessionOwner {
   takeOver(): Promise<void>;
 }
 
-/** One session's state. Session 0 gets a private one per connection, never in the table. */
-export interface Session {
-  /** Highest msg_id accepted (queued) in this session; 0 before the first. */
-  lastId: number;
+/**
+ * One session's state. Session 0 gets a private one per connection, never in the table.
+ *
+ * Records of a session reach the file in order (one connection at a time, one FIFO queue, one
+ * writer), so "every accepted id up to N is in the file" is one number, `safeId`, as long as no
+ * record was refused for a storage error; a refusal freezes it until the next resume.
+ */
+export class Session {
+  /** Highest msg_id accepted (queued) in this session; ids at or below it are duplicates. */
+  lastId = 0;
+  /** Highest msg_id such that every accepted id up to it is written. */
+  safeId = 0;
+  /** Records accepted and not yet written or refused. */
+  pending = 0;
+  /** Set when a record was refused after being accepted: `safeId` stops advancing. */
+  broken = false;
   /** The connection serving the session now, or null. */
-  owner: SessionOwner | null;
+  owner: SessionOwner | null = null;
+  #idle: (() => void)[] = [];
+
+  /** Records that `count` more records were accepted, the last with `lastId`. */
+  accepted(lastId: number, count: number): void {
+    this.lastId = lastId;
+    this.pending += count;
+  }
+
+  /** `records` records up to `msgId` are in the file. */
+  written(msgId: number, records: number): void {
+    if (!this.broken) this.safeId = msgId;
+    this.#settle(records);
+  }
+
+  /** `records` accepted records will never be written (storage error, or shutdown). */
+  refused(records: number): void {
+    this.broken = true;
+    this.#settle(records);
+  }
+
+  /** Takes back records that were counted as accepted but never queued (shutdown). */
+  withdrawn(records: number): void {
+    this.#settle(records);
+  }
+
+  #settle(records: number): void {
+    this.pending -= records;
+    if (this.pending <= 0 && this.#idle.length > 0) {
+      for (const wake of this.#idle.splice(0)) wake();
+    }
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) until nothing accepted is still on its way to the file, then
+   * makes `safeId` the resume point: ids above it are accepted again, so a resuming client's
+   * resends are written rather than refused as duplicates. Returns the resume point.
+   */
+  async resume(timeoutMs: number): Promise<number> {
+    if (this.pending > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.#idle.push(r)),
+        new Promise<void>((r) => timer = setTimeout(r, timeoutMs)),
+      ]);
+      clearTimeout(timer);
+    }
+    if (this.pending > 0 || this.broken) {
+      // Some records may yet land, or some never will: resume from what is surely written and
+      // accept the rest again (a record that lands after all is then written twice).
+      this.lastId = this.safeId;
+      this.broken = false;
+    }
+    return this.lastId;
+  }
 }
 
 /**
@@ -51,7 +117,7 @@ export class SessionTable {
     if (entry !== undefined) {
       this.#map.delete(key);
     } else {
-      entry = { lastId: 0, owner: null };
+      entry = new Session();
       if (this.#map.size >= this.#max) {
         const oldest = this.#map.keys().next();
         if (!oldest.done) this.#map.delete(oldest.value);

@@ -30,10 +30,10 @@ export interface RecordSource {
   /** Writer bookkeeping: records of this source in the current batch. */
   batchRecords: number;
   /**
-   * `records` more records of this source are done, the last with `msgId`: every record of this
-   * source up to there is written (as ACK_MODE says) or was refused.
+   * `records` more records of this source are in the file (synced in durable mode), the last
+   * with `msgId`. The source acks them unless it acked on receipt.
    */
-  acknowledge(msgId: number, records: number): void;
+  written(msgId: number, records: number): void;
   /** This record was not written. */
   refuse(msgId: number, code: number, reason: string): void;
 }
@@ -347,13 +347,11 @@ export class Writer {
       this.stats.batches++;
       this.stats.bytes += out.length;
       this.stats.batchSize.observe(this.#batchCount);
-      if (this.#ackOnWrite) {
-        for (let i = 0; i < touched.length; i++) {
-          const source = touched[i]!;
-          if (source.batchRecords > 0) source.acknowledge(source.batchLastId, source.batchRecords);
-        }
-        this.stats.acked += this.#batchCount;
+      for (let i = 0; i < touched.length; i++) {
+        const source = touched[i]!;
+        if (source.batchRecords > 0) source.written(source.batchLastId, source.batchRecords);
       }
+      if (this.#ackOnWrite) this.stats.acked += this.#batchCount;
     } else {
       this.#refuseBatch();
     }
@@ -429,7 +427,6 @@ export class Writer {
       log.error("ACK_MODE=received: these records were acked already and are lost", {
         records: this.#batchCount,
       });
-      return;
     }
     for (let s = 0; s < this.#segEntries.length; s++) {
       const entry = this.#segEntries[s]!;
