@@ -33,6 +33,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { type Delivery, ReliableClient } from "../src/client/reliable.ts";
 import { parseFile } from "../src/server/line.ts";
+import { formatReport, verifyFile } from "../src/verify.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const SEED = Number(Deno.env.get("CRASH_SEED") ?? "20261129");
@@ -268,6 +269,11 @@ async function killLoop(mode: "written" | "durable"): Promise<void> {
 
   try {
     await verify(mode, file, clients, kills, inFlightAtKills);
+    // The auditing tool agrees: whole lines, valid escapes, ids rising within each producer's
+    // run (a resend after a crash repeats its line exactly and is counted, not a defect).
+    const audit = await verifyFile(file);
+    equal(audit.defectCount, 0, formatReport(file, audit));
+    ok(audit.clients.size === clients.length);
     kills.forEach((kill, k) => {
       const torn = kill.content.length - kill.whole;
       if (torn === 0) return;

@@ -464,3 +464,15 @@ Deno.test("a new data file is created with mode 0640", async () => {
     equal(mode & 0o137, 0);
   });
 });
+
+Deno.test("binding beyond loopback without AUTH_TOKEN logs a warning; with a token it does not", async () => {
+  await withServer({ IP: "0.0.0.0" }, async ({ logs }) => {
+    ok(logs.some((l) => l.includes("WARN listening beyond loopback without AUTH_TOKEN")));
+  });
+  await withServer({ IP: "0.0.0.0", AUTH_TOKEN: "t" }, async ({ logs }) => {
+    ok(!logs.some((l) => l.includes("without AUTH_TOKEN")), logs.join(""));
+  });
+  await withServer({}, async ({ logs }) => {
+    ok(!logs.some((l) => l.includes("without AUTH_TOKEN")), "loopback is fine without a token");
+  });
+});
