@@ -143,7 +143,7 @@ const SPECS: Readonly<Record<keyof Config, Spec>> = {
     kind: "int",
     min: 0,
     max: 86_400_000,
-    help: "close a connection silent this long (0: never)",
+    help: "close a connection that sends no whole frame this long (0: never)",
   },
   SHUTDOWN_TIMEOUT_MS: {
     kind: "int",

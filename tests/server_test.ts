@@ -476,3 +476,18 @@ Deno.test("binding beyond loopback without AUTH_TOKEN logs a warning; with a tok
     ok(!logs.some((l) => l.includes("without AUTH_TOKEN")), "loopback is fine without a token");
   });
 });
+
+Deno.test("ERROR 5: a peer trickling a frame byte by byte is cut by IDLE_TIMEOUT_MS", async () => {
+  await withServer({ IDLE_TIMEOUT_MS: 300 }, async ({ port }) => {
+    const { peer } = await RawPeer.hello(port, 1);
+    const frame = encodeMsg(1, "slow", "x".repeat(100));
+    const trickle = (async () => {
+      for (const b of frame) {
+        await delay(50);
+        if (await peer.write(new Uint8Array([b])).then(() => false, () => true)) return;
+      }
+    })();
+    deepStrictEqual(await peer.readUntilClose(), ["ERROR 5 timeout: idle for 300 ms"]);
+    await trickle;
+  });
+});

@@ -46,7 +46,7 @@ export interface Served {
   readonly awaitingHello: boolean;
   /** When it was accepted (ms, `performance.now()`). */
   readonly openedAt: number;
-  /** When bytes last arrived (ms, `performance.now()`). */
+  /** When the last whole frame arrived (ms, `performance.now()`). */
   readonly lastActivity: number;
   /** Reads and serves until the connection ends. */
   serve(): Promise<void>;
@@ -101,7 +101,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   batchRecords = 0;
   /** When this connection was accepted (ms, `performance.now()`). */
   readonly openedAt = performance.now();
-  /** When the last bytes arrived (ms, `performance.now()`). */
+  /** When the last whole frame arrived (ms, `performance.now()`). */
   lastActivity = this.openedAt;
   readonly id: number;
   readonly remote: string;
@@ -159,7 +159,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
           eof = true;
           break;
         }
-        this.lastActivity = performance.now();
         if (this.#ctx.stopping || this.#state === State.CLOSED) continue;
         decoder.commit(n);
         await this.#process();
@@ -183,9 +182,15 @@ export class Connection implements RecordSource, SessionOwner, Served {
     let regionStart = -1;
     let regionEnd = 0;
     let count = 0;
+    let first = true;
     while (this.#state !== State.CLOSED) {
       const result = decoder.next();
       if (result === Decoded.NEED_MORE) break;
+      if (first) {
+        // Idleness is measured in whole frames, so a peer trickling bytes is still cut.
+        this.lastActivity = performance.now();
+        first = false;
+      }
       if (result === Decoded.FRAME) {
         const type = decoder.type;
         if (type === FrameType.MSG && this.#state === State.READY) {

@@ -105,11 +105,11 @@ export class LegacyConnection implements RecordSource, Served {
           await this.#awaitAcks();
           break;
         }
-        this.lastActivity = performance.now();
         if (this.#ctx.stopping) continue;
         this.#end += n;
         const frames = Math.floor(this.#end / LEGACY_FRAME_BYTES);
         if (frames === 0) continue;
+        this.lastActivity = performance.now(); // idleness counts whole frames
         const used = frames * LEGACY_FRAME_BYTES;
         const data = this.#records(frames);
         buf.copyWithin(0, used, this.#end);
