@@ -1,43 +1,9 @@
 import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
-import { readRecords, readText } from "./helpers.ts";
+import { freePort, readRecords, readText, spawnServer } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const deno = Deno.execPath();
-
-interface Spawned {
-  child: Deno.ChildProcess;
-  port: number;
-  stderr: () => string;
-}
-
-/** Starts `msgserver` as its own process with MS_HOME=dir and waits for its listen line. */
-async function spawnServer(dir: string, args: string[] = []): Promise<Spawned> {
-  const child = new Deno.Command(deno, {
-    args: ["run", "-A", `${root}src/cli/msgserver.ts`, ...args],
-    env: { MS_HOME: dir },
-    cwd: dir,
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const pump = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      text += value;
-    }
-  })();
-  const deadline = Date.now() + 15000;
-  while (!/listening addr=\S+:(\d+)/.test(text)) {
-    if (Date.now() > deadline) throw new Error(`Server did not start:\n${text}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const port = Number(text.match(/listening addr=\S+:(\d+)/)![1]);
-  child.status.then(() => pump);
-  return { child, port, stderr: () => text };
-}
 
 async function writeConf(dir: string, extra = ""): Promise<void> {
   await Deno.writeTextFile(
@@ -85,8 +51,7 @@ Deno.test("deno task client 1 hi,hello prints two acks and leaves both lines in 
       lines[2]!,
       /^sent 2 messages in [\d.]+ ms: 2 acked, 0 not acked; average latency \d+ us$/,
     );
-    server.child.kill("SIGTERM");
-    equal((await server.child.status).code, 0);
+    equal(await server.stop("SIGTERM"), 0);
     equal(await readText(`${dir}/messages.log`), "1 1 client_1 hi\n1 2 client_1 hello\n");
     match(server.stderr(), /INFO stopped records=2/);
   } finally {
@@ -113,8 +78,7 @@ Deno.test("msgclient --stdin sends one message per line and exits 1 when one is 
     equal(refused.code, 1);
     match(refused.stdout, /nack msg_id=2 code=1 /);
     match(refused.stdout, /1 acked, 1 not acked/);
-    server.child.kill("SIGINT");
-    equal((await server.child.status).code, 0);
+    equal(await server.stop("SIGINT"), 0);
     equal(
       await readText(`${dir}/messages.log`),
       "5 1 client_5 first line\n5 2 client_5 second\n5 3 client_5 \n5 4 client_5 last\n" +
@@ -126,9 +90,7 @@ Deno.test("msgclient --stdin sends one message per line and exits 1 when one is 
 });
 
 Deno.test("msgclient exits 1 with a clear message when no server listens", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const port = freePort();
   const result = await run([
     "run",
     "-A",
@@ -196,8 +158,8 @@ Deno.test("SIGTERM under load: exit 0 and every acked message is in the file", a
       await Promise.allSettled(sends);
     });
     await new Promise((r) => setTimeout(r, 30));
-    server.child.kill("SIGTERM");
-    equal((await server.child.status).code, 0, server.stderr());
+    const code = await server.stop("SIGTERM");
+    equal(code, 0, server.stderr());
     await Promise.all(work);
     const records = await readRecords(`${dir}/messages.log`);
     const inFile = new Set(records.map((r) => `${r.clientId}/${r.msgId}`));
@@ -225,8 +187,7 @@ Deno.test("SIGHUP makes msgserver reopen FILE_NAME after logrotate moved it", as
     }
     await client.send("hup", "after");
     await client.close();
-    server.child.kill("SIGTERM");
-    equal((await server.child.status).code, 0);
+    equal(await server.stop("SIGTERM"), 0);
     equal(await readText(`${dir}/messages.log.1`), "1 1 hup before\n");
     equal(await readText(`${dir}/messages.log`), "1 2 hup after\n");
   } finally {

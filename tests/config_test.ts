@@ -8,6 +8,7 @@ import {
   type LoadOptions,
   parseConfigText,
 } from "../src/config.ts";
+import { withTempDir } from "./helpers.ts";
 
 const SHIPPED = new URL("../app.conf", import.meta.url).pathname;
 
@@ -19,13 +20,8 @@ function envOf(vars: Record<string, string>): (name: string) => string | undefin
 }
 
 /** Runs `fn` with a fresh temporary folder, removed afterwards. */
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "msgserver_config_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("msgserver_config_test_", fn);
 }
 
 /** Writes `text` as `dir/app.conf` and loads it with `args` after `--config`. */

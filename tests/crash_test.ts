@@ -34,8 +34,15 @@ import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { type Delivery, ReliableClient } from "../src/client/reliable.ts";
 import { parseFile } from "../src/server/line.ts";
 import { formatReport, verifyFile } from "../src/verify.ts";
+import {
+  delay,
+  freePort,
+  mulberry32,
+  ServerStartError,
+  type SpawnedServer,
+  spawnServer,
+} from "./helpers.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const SEED = Number(Deno.env.get("CRASH_SEED") ?? "20261129");
 const CLIENTS = 16;
 const PER_CLIENT = 2000;
@@ -43,89 +50,22 @@ const KILLS = 20;
 const NAME = "crash";
 const LF = 0x0a;
 
-/** A small seeded PRNG (mulberry32): the same seed gives the same kill schedule. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function payloadOf(clientId: number, session: bigint, msgId: number): string {
   // Mostly short, every 16th large (multi-page batch writes, so a kill can tear one).
   const fill = msgId % 16 === 0 ? 4000 + (msgId * 7919) % 12000 : msgId % 37;
   return `c${clientId}-s${session}-m${msgId}-${"x".repeat(fill)}`;
 }
 
-/** A free loopback port: bind port 0, note it, close. */
-function pickPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-interface ServerProcess {
-  child: Deno.ChildProcess;
-  /** Everything it wrote to stderr so far. */
-  log(): string;
-  /** Resolves when stderr is drained (after the process ended). */
-  drained: Promise<void>;
-}
-
-/** Starts msgserver with MS_HOME=dir; null if it exits (or stalls) before listening on `port`. */
-async function spawnServer(
-  dir: string,
-  port: number,
-  logs: string[],
-): Promise<ServerProcess | null> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${root}src/cli/msgserver.ts`],
-    env: { MS_HOME: dir },
-    cwd: dir,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  let signal: (listening: boolean) => void = () => {};
-  const listening = new Promise<boolean>((r) => signal = r);
-  const wanted = `listening addr=127.0.0.1:${port} `;
-  const drained = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      if (text.includes(wanted)) signal(true);
-    }
-    signal(false);
-  })();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const up = await Promise.race([
-    listening,
-    new Promise<boolean>((r) => timer = setTimeout(() => r(false), 15000)),
-  ]);
-  clearTimeout(timer);
-  if (up) return { child, log: () => text, drained };
-  try {
-    child.kill("SIGKILL");
-  } catch {
-    // exited already
-  }
-  await child.status;
-  await drained;
-  logs.push(text);
-  return null;
-}
-
-/** Starts the server, retrying a few times if the port is briefly unavailable. */
-async function startServer(dir: string, port: number, logs: string[]): Promise<ServerProcess> {
+/** Starts the server on `port`, retrying a few times if the port is briefly unavailable. */
+async function startServer(dir: string, port: number, logs: string[]): Promise<SpawnedServer> {
   for (let attempt = 1; attempt <= 20; attempt++) {
-    const server = await spawnServer(dir, port, logs);
-    if (server !== null) return server;
-    await new Promise((r) => setTimeout(r, 50));
+    try {
+      return await spawnServer(dir, { port });
+    } catch (e) {
+      if (!(e instanceof ServerStartError)) throw e;
+      logs.push(e.stderr);
+    }
+    await delay(50);
   }
   throw new Error(`The server would not start on port ${port}:\n${logs.join("\n---\n")}`);
 }
@@ -151,11 +91,11 @@ interface Kill {
 
 async function killLoop(mode: "written" | "durable"): Promise<void> {
   // The kill schedule has its own generator, so a seed replays it whatever the timing.
-  const random = prng(SEED ^ (mode === "durable" ? 0x9e3779b9 : 0));
-  const jitter = prng(SEED + 1);
+  const random = mulberry32(SEED ^ (mode === "durable" ? 0x9e3779b9 : 0));
+  const jitter = mulberry32(SEED + 1);
   const dir = await Deno.makeTempDir({ prefix: "msgserver_crash_" });
   const file = `${dir}/messages.log`;
-  const port = pickPort();
+  const port = freePort();
   await Deno.writeTextFile(
     `${dir}/app.conf`,
     `PORT=${port}\nFILE_NAME=${file}\nACK_MODE=${mode}\nLOG_LEVEL=info\n`,
@@ -179,7 +119,7 @@ async function killLoop(mode: "written" | "durable"): Promise<void> {
   const windows = [16, 64, 256, 2000];
 
   const killAndRestart = async (): Promise<void> => {
-    await new Promise((r) => setTimeout(r, Math.floor(random() * 8)));
+    await delay(Math.floor(random() * 8));
     // The snapshot and the kill happen in one synchronous step: no ACK is read in between.
     const inFlightLines: string[] = [];
     for (const c of clients) {
@@ -199,7 +139,7 @@ async function killLoop(mode: "written" | "durable"): Promise<void> {
     const status = await server.child.status;
     equal(status.signal, "SIGKILL");
     await server.drained;
-    logs.push(server.log());
+    logs.push(server.stderr());
     life++;
     const content = await Deno.readFile(file);
     kills.push({ content, whole: content.lastIndexOf(LF) + 1, inFlightLines });
@@ -253,15 +193,9 @@ async function killLoop(mode: "written" | "durable"): Promise<void> {
     server.child.kill("SIGTERM");
     equal((await server.child.status).code, 0, "the last server stops cleanly");
     await server.drained;
-    logs.push(server.log());
+    logs.push(server.stderr());
   } catch (e) {
-    try {
-      server.child.kill("SIGKILL");
-    } catch {
-      // exited already
-    }
-    await server.child.status;
-    await server.drained;
+    await server.stop("SIGKILL");
     await Promise.all(clients.map((c) => c.client.abort()));
     await Deno.remove(dir, { recursive: true });
     throw e;

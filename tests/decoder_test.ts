@@ -13,6 +13,7 @@ import {
   msgFrameLimit,
   NackCode,
 } from "../src/protocol/frames.ts";
+import { concat } from "./helpers.ts";
 
 const INITIAL = 16 * 1024;
 
@@ -92,16 +93,6 @@ function feed(d: FrameDecoder, bytes: Uint8Array, chunk = Infinity): FeedResult 
   return { events, bufferLengths, bufferSwaps, reads };
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 function frameEvent(bytes: Uint8Array): Event {
   return { kind: "frame", type: bytes[4]!, frame: bytes, body: bytes.subarray(5) };
 }
@@ -162,7 +153,7 @@ Deno.test("FrameDecoder finds every frame of one commit, in order", () => {
     encodeError(ErrorCode.TIMEOUT, "too slow"),
     encodeMsg(0xffffffff, "名前", pattern(300)),
   ];
-  const all = concat(...frames);
+  const all = concat(frames);
   const d = new FrameDecoder(SERVER_LIMITS);
   d.readTarget().set(all);
   d.commit(all.length);
@@ -186,7 +177,7 @@ Deno.test("FrameDecoder keeps a frame split across single-byte reads", () => {
     encodeHello({ clientId: 2, session: 3n }),
     encodeMsg(2, "client_1", pattern(40)),
   ];
-  const all = concat(...frames);
+  const all = concat(frames);
   const ends = frames.map((_, i) => frames.slice(0, i + 1).reduce((n, f) => n + f.length, 0));
   const d = new FrameDecoder(SERVER_LIMITS);
   const events: Event[] = [];
@@ -217,7 +208,7 @@ Deno.test("FrameDecoder grows the buffer for a frame over 16 KiB and shrinks it 
   const after = encodeMsg(3, "c", "after");
   const d = new FrameDecoder(SERVER_LIMITS);
   equal(d.buffer.length, INITIAL);
-  const result = feed(d, concat(small, big), 4096);
+  const result = feed(d, concat([small, big]), 4096);
   deepStrictEqual(result.events, [frameEvent(small), frameEvent(big)]);
   // The buffer grew once, straight to the size of the big frame, and never beyond it.
   deepStrictEqual(runs(result.bufferLengths), [INITIAL, big.length]);
@@ -253,7 +244,7 @@ Deno.test("FrameDecoder grows the buffer in one step for a control frame over 16
 
 Deno.test("FrameDecoder refuses a frame of length 0", () => {
   const d = new FrameDecoder(SERVER_LIMITS);
-  const bytes = concat(new Uint8Array([0, 0, 0, 0]), encodeMsg(1, "a", "b"));
+  const bytes = concat([new Uint8Array([0, 0, 0, 0]), encodeMsg(1, "a", "b")]);
   const result = feed(d, bytes);
   deepStrictEqual(result.events, [{ kind: "error", error: "frame length is 0" }]);
   // Everything after the broken frame is dropped.
@@ -315,7 +306,7 @@ Deno.test("FrameDecoder refuses a non-MSG frame over maxControlLength", () => {
   for (const type of [FrameType.HELLO, 0x07, FrameType.ACK]) {
     const d = new FrameDecoder(SERVER_LIMITS);
     const h = header(MAX_CONTROL_FRAME_LENGTH + 1, type);
-    const result = feed(d, concat(h, new Uint8Array(INITIAL)), 1);
+    const result = feed(d, concat([h, new Uint8Array(INITIAL)]), 1);
     const hex = type.toString(16).padStart(2, "0");
     deepStrictEqual(result.events, [{
       kind: "error",
@@ -343,7 +334,7 @@ Deno.test("FrameDecoder buffers a MSG of exactly maxMsgLength and skips one a by
   const fits = msgOfLength(5, 1000);
   const over = msgOfLength(6, 1001);
   const d = new FrameDecoder(limits);
-  const result = feed(d, concat(fits, over, encodeAck(1)));
+  const result = feed(d, concat([fits, over, encodeAck(1)]));
   deepStrictEqual(result.events, [
     frameEvent(fits),
     { kind: "oversized", msgId: 6, length: 1000 },
@@ -376,7 +367,7 @@ Deno.test("FrameDecoder skips an oversized MSG as it streams in and decodes the 
   const next = encodeMsg(0xdeadbef0, name, "fine");
   const d = new FrameDecoder(SMALL_LIMITS);
   const events: Event[] = [];
-  const bytes = concat(oversized, next);
+  const bytes = concat([oversized, next]);
   let reported = -1;
   for (let at = 0; at < bytes.length;) {
     const target = d.readTarget();
@@ -407,7 +398,7 @@ Deno.test("FrameDecoder skips an oversized MSG fed one byte at a time", () => {
   const oversized = encodeMsg(77, "n", pattern(20_000));
   const next = encodeAck(78);
   const d = new FrameDecoder(SMALL_LIMITS);
-  const result = feed(d, concat(oversized, next), 1);
+  const result = feed(d, concat([oversized, next]), 1);
   deepStrictEqual(result.events, [
     { kind: "oversized", msgId: 77, length: 5 + 1 + 20_000 },
     frameEvent(next),
@@ -420,7 +411,7 @@ Deno.test("FrameDecoder skips an oversized MSG that arrives whole in one read", 
   const oversized = encodeMsg(5, "n", pattern(8000));
   const after = encodeMsg(6, "n", "ok");
   const d = new FrameDecoder(SMALL_LIMITS);
-  const bytes = concat(encodeMsg(4, "n", "first"), oversized, after);
+  const bytes = concat([encodeMsg(4, "n", "first"), oversized, after]);
   const target = d.readTarget();
   ok(target.length >= bytes.length);
   target.set(bytes);
@@ -439,7 +430,7 @@ Deno.test("FrameDecoder skips an oversized MSG that arrives whole in one read", 
 Deno.test("FrameDecoder frame offsets stay valid until the next readTarget()", () => {
   const frames = [encodeMsg(1, "a", "one"), encodeAck(2), encodeMsg(3, "c", "three")];
   const d = new FrameDecoder(SERVER_LIMITS);
-  d.readTarget().set(concat(...frames));
+  d.readTarget().set(concat(frames));
   d.commit(frames.reduce((n, f) => n + f.length, 0));
   const buffer = d.buffer;
   const offsets: [number, number][] = [];
@@ -457,7 +448,7 @@ Deno.test("FrameDecoder readTarget() moves a partial frame to the buffer start w
   const filler = encodeMsg(1, "f", pattern(13_000));
   const tail = encodeMsg(2, "t", pattern(2000));
   const d = new FrameDecoder(SERVER_LIMITS);
-  d.readTarget().set(concat(filler, tail.subarray(0, 1000)));
+  d.readTarget().set(concat([filler, tail.subarray(0, 1000)]));
   d.commit(filler.length + 1000);
   equal(d.next(), Decoded.FRAME);
   const fillerStart = d.frameStart;
@@ -479,7 +470,7 @@ Deno.test("FrameDecoder readTarget() moves a partial frame to the buffer start w
 
 Deno.test("FrameDecoder reads nothing more after an ERROR", () => {
   const d = new FrameDecoder(SERVER_LIMITS);
-  const bytes = concat(encodeAck(1), new Uint8Array([0, 0, 0, 0]), encodeAck(2));
+  const bytes = concat([encodeAck(1), new Uint8Array([0, 0, 0, 0]), encodeAck(2)]);
   d.readTarget().set(bytes);
   d.commit(bytes.length);
   equal(d.next(), Decoded.FRAME);

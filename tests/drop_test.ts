@@ -12,40 +12,16 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { type Delivery, ReliableClient } from "../src/client/reliable.ts";
 import type { Config } from "../src/config.ts";
-import { readRecords, withServer } from "./helpers.ts";
+import { closeQuietly, mulberry32, readRecords, withServer, writeAll } from "./helpers.ts";
+import { type Link, TcpProxy } from "./proxy.ts";
 
 const SEED = Number(Deno.env.get("DROP_SEED") ?? "7041");
 const CLIENTS = 8;
 const PER_CLIENT = 3000;
 const DEADLINE_MS = 25000;
 
-/** A small seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function payloadOf(clientId: number, msgId: number): string {
   return `d${clientId}-m${msgId}-${"y".repeat((msgId * 31) % 97)}`;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
 }
 
 /** Finds frame boundaries (stream offsets where a frame starts) in one direction of a stream. */
@@ -96,37 +72,20 @@ interface CutDone {
 
 /** A loopback proxy that cuts each connection according to a seeded plan. */
 class CuttingProxy {
-  readonly port: number;
   readonly cuts: CutDone[] = [];
-  links = 0;
-  readonly #listener: Deno.Listener;
-  readonly #tasks: Promise<void>[] = [];
-  readonly #closers: (() => void)[] = [];
-  readonly #accepting: Promise<void>;
+  readonly #proxy: TcpProxy;
 
   constructor(target: number, random: () => number) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.#listener = listener;
-    this.port = (listener.addr as Deno.NetAddr).port;
-    this.#accepting = (async () => {
-      for (;;) {
-        let client: Deno.Conn;
-        try {
-          client = await listener.accept();
-        } catch {
-          return;
-        }
-        let upstream: Deno.Conn;
-        try {
-          upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-        } catch {
-          closeQuietly(client);
-          continue;
-        }
-        this.links++;
-        this.#serve(client, upstream, this.#plan(random));
-      }
-    })();
+    this.#proxy = new TcpProxy(target, (link) => this.#serve(link, this.#plan(random)));
+  }
+
+  get port(): number {
+    return this.#proxy.port;
+  }
+
+  /** How many connections went through. */
+  get links(): number {
+    return this.#proxy.links.length;
   }
 
   #plan(random: () => number): CutPlan {
@@ -143,24 +102,18 @@ class CuttingProxy {
     };
   }
 
-  #serve(client: Deno.Conn, upstream: Deno.Conn, plan: CutPlan): void {
+  #serve(link: Link, plan: CutPlan): Promise<void>[] {
+    const { client, upstream } = link;
     let cut = false;
-    let closed = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const closeAll = () => {
-      clearTimeout(timer);
-      closed = true;
-      closeQuietly(client);
-      closeQuietly(upstream);
-    };
-    this.#closers.push(closeAll);
+    link.onCut(() => clearTimeout(timer));
     const doCut = (onBoundary: boolean) => {
       if (cut) return;
       cut = true;
       this.cuts.push({ plan, onBoundary });
-      if (plan.order === "both") return closeAll();
+      if (plan.order === "both") return link.cut();
       closeQuietly(plan.order === "client-first" ? client : upstream);
-      timer = setTimeout(closeAll, plan.gapMs);
+      if (!link.isCut) timer = setTimeout(() => link.cut(), plan.gapMs);
     };
     const pump = async (from: Deno.Conn, to: Deno.Conn, direction: Direction) => {
       const tracker = new FrameTracker();
@@ -196,28 +149,21 @@ class CuttingProxy {
         // the connection was cut or reset
       } finally {
         // The other end closed or failed: pass that on like a real network would.
-        if (!cut && !closed) closeAll();
+        if (!cut) link.cut();
       }
     };
-    this.#tasks.push(pump(client, upstream, "c2s"), pump(upstream, client, "s2c"));
+    return [pump(client, upstream, "c2s"), pump(upstream, client, "s2c")];
   }
 
   /** Closes the listener and every connection, and waits for every task. */
-  async close(): Promise<void> {
-    try {
-      this.#listener.close();
-    } catch {
-      // closed already
-    }
-    await this.#accepting;
-    for (const close of this.#closers) close();
-    await Promise.all(this.#tasks);
+  close(): Promise<void> {
+    return this.#proxy.close();
   }
 }
 
 async function dropRun(config: Partial<Config>, seed: number): Promise<void> {
-  const random = prng(seed); // the cut plans
-  const jitter = prng(seed + 1000003); // the clients' backoff
+  const random = mulberry32(seed); // the cut plans
+  const jitter = mulberry32(seed + 1000003); // the clients' backoff
   await withServer({ LOG_LEVEL: "info", ...config }, async ({ port, file, server }) => {
     const proxy = new CuttingProxy(port, random);
     const clients: ReliableClient[] = [];

@@ -6,7 +6,15 @@ import { deepStrictEqual, equal, fail, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";
 import { parseFile } from "../src/server/line.ts";
-import { concat, delay, describeFrame, type Frame, RawPeer, withServer } from "./helpers.ts";
+import {
+  concat,
+  delay,
+  describeFrame,
+  type Frame,
+  mulberry32,
+  RawPeer,
+  withServer,
+} from "./helpers.ts";
 
 const SEED = 0x5eed2024;
 const CASES = 3000;
@@ -22,18 +30,6 @@ const FUZZ_ID_BASE = 0x10000000;
 const EXPECT_MS = 5000;
 /** How long a case listens for a reply the model does not predict. */
 const QUIET_MS = 30;
-
-/** mulberry32: a tiny seeded PRNG, uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   readonly next: () => number;

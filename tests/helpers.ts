@@ -1,6 +1,7 @@
 /**
  * Test helpers: a real server on a free loopback port writing to a file in a temporary folder,
- * and a raw peer that speaks frames byte by byte.
+ * the server as its own process, a raw peer that speaks frames byte by byte, a seeded PRNG and
+ * small socket utilities.
  *
  * @module
  */
@@ -28,7 +29,7 @@ export interface TestServer {
  */
 export async function withServer(
   overrides: Partial<Config>,
-  fn: (t: TestServer) => Promise<void>,
+  fn: (t: TestServer) => void | Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "msgserver_test_" });
   const file = `${dir}/messages.log`;
@@ -42,6 +43,19 @@ export async function withServer(
     await fn({ server, port: server.addr.port, file, dir, logs });
   } finally {
     await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs `fn` with a fresh temporary folder named `prefix...`, removed afterwards. */
+export async function withTempDir(
+  prefix: string,
+  fn: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await fn(dir);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 }
@@ -81,14 +95,22 @@ export function describeFrame(f: Frame): string {
   }
 }
 
-/** A client that sends raw bytes and reads frames one at a time. */
-export class RawPeer {
-  readonly conn: Deno.TcpConn;
-  readonly #decoder = new FrameDecoder({
+/**
+ * A decoder for what a server sends (WELCOME, ACK, NACK, ERROR): every frame, whatever its type,
+ * may be up to MAX_CONTROL_FRAME_LENGTH long.
+ */
+export function serverFrameDecoder(): FrameDecoder {
+  return new FrameDecoder({
     maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
     maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
     maxControlLength: MAX_CONTROL_FRAME_LENGTH,
   });
+}
+
+/** A client that sends raw bytes and reads frames one at a time. */
+export class RawPeer {
+  readonly conn: Deno.TcpConn;
+  readonly #decoder = serverFrameDecoder();
   #closed = false;
 
   private constructor(conn: Deno.TcpConn) {
@@ -115,9 +137,8 @@ export class RawPeer {
   }
 
   /** Writes every byte. */
-  async write(bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.length) done += await this.conn.write(bytes.subarray(done));
+  write(bytes: Uint8Array): Promise<void> {
+    return writeAll(this.conn, bytes);
   }
 
   /** Reads the next frame; throws if the connection closes first or nothing comes in time. */
@@ -175,11 +196,7 @@ export class RawPeer {
 
   /** Closes the socket. */
   close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.conn);
   }
 }
 
@@ -199,4 +216,149 @@ export function concat(parts: Uint8Array[]): Uint8Array {
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Writes every byte of `bytes` to `conn`. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
+}
+
+/** Closes `conn`, ignoring that it may be closed already. */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/**
+ * A loopback port that was free a moment ago: binds 127.0.0.1 port 0, notes the port, closes.
+ * Nothing listens on it afterwards (unless something else takes it meanwhile).
+ */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/**
+ * mulberry32: a small seeded PRNG, uniform in [0, 1). The same seed always gives the same
+ * sequence, so a test that draws from it checks the same cases on every run.
+ *
+ * @example
+ * ```ts
+ * const random = mulberry32(7);
+ * const coin = random() < 0.5;
+ * ```
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const MSGSERVER = new URL("../src/cli/msgserver.ts", import.meta.url).pathname;
+
+/** msgserver running as its own process (see {@linkcode spawnServer}). */
+export interface SpawnedServer {
+  child: Deno.ChildProcess;
+  /** The port of its `listening addr=HOST:PORT` line. */
+  port: number;
+  /** Everything it wrote to stderr so far. */
+  stderr(): string;
+  /** Resolves when its stderr is drained (after the process ended). */
+  drained: Promise<void>;
+  /**
+   * Sends `signal` (SIGTERM by default) unless it has exited, waits for the exit and the drained
+   * stderr, and returns the exit code. Later calls return the first call's result.
+   */
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+/** Options of {@linkcode spawnServer}. */
+export interface SpawnOptions {
+  /** Arguments after the script, e.g. flags. */
+  args?: string[];
+  /** Only a listen line on this port counts (the server must be configured with it). */
+  port?: number;
+  /** How long to wait for the listen line; 15 s by default. */
+  timeoutMs?: number;
+}
+
+/** {@linkcode spawnServer} gave up: the process exited or stayed silent before it listened. */
+export class ServerStartError extends Error {
+  /** Everything the process wrote to stderr. */
+  readonly stderr: string;
+
+  constructor(stderr: string) {
+    super(`Server did not start:\n${stderr}`);
+    this.name = "ServerStartError";
+    this.stderr = stderr;
+  }
+}
+
+/**
+ * Starts `msgserver` as its own process with MS_HOME=dir, in `dir`, stdin and stdout closed and
+ * stderr captured, and waits for its `listening addr=HOST:PORT` line. If the process exits first
+ * or the line does not come in time, kills it, waits for it and throws a
+ * {@linkcode ServerStartError}.
+ */
+export async function spawnServer(dir: string, options: SpawnOptions = {}): Promise<SpawnedServer> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MSGSERVER, ...(options.args ?? [])],
+    env: { MS_HOME: dir },
+    cwd: dir,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const wanted = new RegExp(`listening addr=\\S+:(${options.port ?? "\\d+"})\\s`);
+  let text = "";
+  let seen = false;
+  let signal: (port: number | null) => void = () => {};
+  const listening = new Promise<number | null>((r) => signal = r);
+  const drained = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      const m = seen ? null : text.match(wanted);
+      if (m !== null) {
+        seen = true;
+        signal(Number(m[1]));
+      }
+    }
+    signal(null);
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const port = await Promise.race([
+    listening,
+    new Promise<null>((r) => timer = setTimeout(() => r(null), options.timeoutMs ?? 15000)),
+  ]);
+  clearTimeout(timer);
+  let exit: Promise<number> | null = null;
+  const stop = (sig: Deno.Signal = "SIGTERM"): Promise<number> => {
+    exit ??= (async () => {
+      try {
+        child.kill(sig);
+      } catch {
+        // exited already
+      }
+      const status = await child.status;
+      await drained;
+      return status.code;
+    })();
+    return exit;
+  };
+  if (port === null) {
+    await stop("SIGKILL");
+    throw new ServerStartError(text);
+  }
+  return { child, port, stderr: () => text, drained, stop };
 }

@@ -1,7 +1,17 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { LEGACY_FRAME_BYTES } from "../src/server/legacy_connection.ts";
-import { concat, delay, readRecords, readText, type TestServer, withServer } from "./helpers.ts";
+import {
+  closeQuietly,
+  concat,
+  delay,
+  freePort,
+  readRecords,
+  readText,
+  type TestServer,
+  withServer,
+  writeAll,
+} from "./helpers.ts";
 
 const enc = new TextEncoder();
 
@@ -26,9 +36,8 @@ class LegacyPeer {
   static async connect(port: number): Promise<LegacyPeer> {
     return new LegacyPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
   }
-  async write(bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.length) done += await this.conn.write(bytes.subarray(done));
+  write(bytes: Uint8Array): Promise<void> {
+    return writeAll(this.conn, bytes);
   }
   /** Waits until `n` acks in total have arrived; returns the raw text received. */
   async acks(n: number, timeoutMs = 10000): Promise<string> {
@@ -43,19 +52,8 @@ class LegacyPeer {
     return this.#received;
   }
   close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // closed already
-    }
+    closeQuietly(this.conn);
   }
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function withLegacy(fn: (t: TestServer & { legacyPort: number }) => Promise<void>) {

@@ -3,13 +3,24 @@
 // so its file descriptors and memory are its own and can be measured from /proc.
 import { deepStrictEqual, equal, fail, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
-import { Decoded, FrameDecoder } from "../src/protocol/decoder.ts";
-import { encodeHello, encodeMsg, MAX_CONTROL_FRAME_LENGTH } from "../src/protocol/frames.ts";
-import { concat, delay, describeFrame, RawPeer, readRecords, withServer } from "./helpers.ts";
+import { Decoded } from "../src/protocol/decoder.ts";
+import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";
+import {
+  closeQuietly,
+  concat,
+  delay,
+  describeFrame,
+  RawPeer,
+  readRecords,
+  serverFrameDecoder,
+  type SpawnedServer,
+  spawnServer,
+  withServer,
+  writeAll,
+} from "./helpers.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
-const root = new URL("..", import.meta.url).pathname;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -47,64 +58,14 @@ function msgHeader(msgId: number, payload: number): Uint8Array {
   return head;
 }
 
-interface Spawned {
-  child: Deno.ChildProcess;
-  port: number;
-  stderr: () => string;
-  /** Sends `signal` (SIGTERM by default) and waits for the exit; returns the exit code. */
-  stop: (signal?: Deno.Signal) => Promise<number>;
-}
-
 /** Starts msgserver as its own process with this app.conf and waits for its listen line. */
-async function spawnServer(dir: string, conf: Record<string, string | number>): Promise<Spawned> {
+async function spawnWithConf(
+  dir: string,
+  conf: Record<string, string | number>,
+): Promise<SpawnedServer> {
   const lines = Object.entries({ PORT: 0, ...conf }).map(([k, v]) => `${k}=${v}\n`);
   await Deno.writeTextFile(`${dir}/app.conf`, lines.join(""));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${root}src/cli/msgserver.ts`],
-    env: { MS_HOME: dir },
-    cwd: dir,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let text = "";
-  const pump = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
-  })();
-  let exited = false;
-  child.status.then(() => exited = true);
-  const deadline = Date.now() + 20000;
-  while (!/listening addr=\S+:(\d+)/.test(text)) {
-    if (exited || Date.now() > deadline) {
-      if (!exited) child.kill("SIGKILL");
-      await child.status;
-      await pump;
-      throw new Error(`Server did not start:\n${text}`);
-    }
-    await delay(20);
-  }
-  const port = Number(text.match(/listening addr=\S+:(\d+)/)![1]);
-  let exit: Promise<number> | null = null;
-  return {
-    child,
-    port,
-    stderr: () => text,
-    stop: (signal: Deno.Signal = "SIGTERM") => {
-      if (exit === null) {
-        exit = (async () => {
-          try {
-            child.kill(signal);
-          } catch {
-            // already exited
-          }
-          const status = await child.status;
-          await pump;
-          return status.code;
-        })();
-      }
-      return exit;
-    },
-  };
+  return spawnServer(dir, { timeoutMs: 20000 });
 }
 
 /** VmRSS and VmHWM of a process, in bytes. */
@@ -136,11 +97,7 @@ class Listener {
   }
 
   async #read(): Promise<void> {
-    const d = new FrameDecoder({
-      maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
-      maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
-      maxControlLength: MAX_CONTROL_FRAME_LENGTH,
-    });
+    const d = serverFrameDecoder();
     try {
       for (;;) {
         const n = await this.conn.read(d.readTarget());
@@ -167,8 +124,7 @@ class Listener {
   /** Writes every byte; false if the connection is gone. */
   async write(bytes: Uint8Array): Promise<boolean> {
     try {
-      let done = 0;
-      while (done < bytes.length) done += await this.conn.write(bytes.subarray(done));
+      await writeAll(this.conn, bytes);
       return true;
     } catch {
       return false;
@@ -177,11 +133,7 @@ class Listener {
 
   close(): void {
     this.#closing = true;
-    try {
-      this.conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.conn);
   }
 }
 
@@ -359,7 +311,7 @@ Deno.test("memory: 1,000 connections flooding 1 MiB messages stay within the REA
   const config = { maxConnections: CONNECTIONS, maxMessageBytes: MIB, queueMaxBytes: 64 * MIB };
   const dir = await Deno.makeTempDir({ prefix: "msgserver_memory_" });
   const file = `${dir}/messages.log`;
-  const server = await spawnServer(dir, {
+  const server = await spawnWithConf(dir, {
     FILE_NAME: file,
     ACK_MODE: "durable",
     MAX_MESSAGE_BYTES: config.maxMessageBytes,
@@ -482,7 +434,7 @@ Deno.test("sloths: 1,000 slow or silent peers are cut by the timeouts and do not
   const IDLE_MS = 3000;
   const SLOTHS = 1000;
   const dir = await Deno.makeTempDir({ prefix: "msgserver_sloths_" });
-  const server = await spawnServer(dir, {
+  const server = await spawnWithConf(dir, {
     FILE_NAME: `${dir}/messages.log`,
     HANDSHAKE_TIMEOUT_MS: HANDSHAKE_MS,
     IDLE_TIMEOUT_MS: IDLE_MS,

@@ -1,18 +1,12 @@
 import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
 import { LineBuffer, type ParsedLine, parseFile, parseLine } from "../src/server/line.ts";
+import { concat, mulberry32 } from "./helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 function bytes(...parts: (string | number[])[]): Uint8Array {
-  const chunks = parts.map((p) => typeof p === "string" ? enc.encode(p) : new Uint8Array(p));
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  return concat(parts.map((p) => typeof p === "string" ? enc.encode(p) : new Uint8Array(p)));
 }
 
 function write(
@@ -31,18 +25,6 @@ function written(out: LineBuffer): Uint8Array {
 
 function record(clientId: number, msgId: number, name: string, payload: Uint8Array): ParsedLine {
   return { clientId, msgId, name, payload };
-}
-
-/** A small seeded PRNG, so every run checks the same cases. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 Deno.test("LineBuffer escapes backslash, LF and CR and writes every other byte as it is", () => {

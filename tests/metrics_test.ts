@@ -1,14 +1,7 @@
 import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { Histogram, renderPrometheus } from "../src/server/metrics.ts";
-import { delay, withServer } from "./helpers.ts";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+import { delay, freePort, withServer } from "./helpers.ts";
 
 Deno.test("renderPrometheus writes counters and cumulative histogram buckets", () => {
   const h = new Histogram([1, 10]);

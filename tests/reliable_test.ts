@@ -8,40 +8,46 @@ import {
 } from "../src/client/reliable.ts";
 import { DEFAULTS } from "../src/config.ts";
 import { Logger } from "../src/log.ts";
-import { Decoded, FrameDecoder } from "../src/protocol/decoder.ts";
-import {
-  encodeAck,
-  encodeNack,
-  encodeWelcome,
-  FrameType,
-  MAX_CONTROL_FRAME_LENGTH,
-} from "../src/protocol/frames.ts";
+import { Decoded } from "../src/protocol/decoder.ts";
+import { encodeAck, encodeNack, encodeWelcome, FrameType } from "../src/protocol/frames.ts";
 import { type MsgServer, startServer } from "../src/server/server.ts";
-import { delay, readRecords, readText, withServer } from "./helpers.ts";
+import {
+  closeQuietly,
+  delay,
+  freePort,
+  readRecords,
+  readText,
+  serverFrameDecoder,
+  withServer,
+  writeAll,
+} from "./helpers.ts";
+import { type Link, TcpProxy } from "./proxy.ts";
 
 const dec = new TextDecoder();
 
 /** Fast reconnects for tests. */
 const FAST = { initialDelayMs: 5, maxDelayMs: 40 } as const;
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
-}
-
-function closeQuietly(conn: Deno.Conn): void {
+/** Copies `from` to `to` through `transform` until either side ends; then cuts the link. */
+async function pump(
+  link: Link,
+  from: Deno.Conn,
+  to: Deno.Conn,
+  transform: (chunk: Uint8Array) => Uint8Array,
+): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
   try {
-    conn.close();
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      const out = transform(buf.slice(0, n));
+      if (out.length > 0) await writeAll(to, out);
+    }
   } catch {
-    // already closed
+    // cut
+  } finally {
+    link.cut();
   }
-}
-
-/** One proxied connection: the client side, the server side, and a way to cut both. */
-interface Link {
-  readonly client: Deno.Conn;
-  readonly upstream: Deno.Conn;
-  cut(): void;
 }
 
 /**
@@ -49,88 +55,21 @@ interface Link {
  * (return an empty array) what the server sends on link number `link` (0 for the first
  * connection), `offset` being where `chunk` starts in that link's server-to-client stream.
  */
-class Proxy {
-  readonly port: number;
-  readonly links: Link[] = [];
-  readonly #listener: Deno.Listener;
-  readonly #tasks: Promise<void>[] = [];
-  readonly #accepting: Promise<void>;
-
-  constructor(
-    target: number,
-    serverToClient: (link: number, chunk: Uint8Array, offset: number) => Uint8Array = (
-      _l,
-      c,
-    ) => c,
-  ) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.#listener = listener;
-    this.port = (listener.addr as Deno.NetAddr).port;
-    this.#accepting = (async () => {
-      for (;;) {
-        let client: Deno.Conn;
-        try {
-          client = await listener.accept();
-        } catch {
-          return;
-        }
-        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-        let cut = false;
-        const link: Link = {
-          client,
-          upstream,
-          cut: () => {
-            if (cut) return;
-            cut = true;
-            closeQuietly(client);
-            closeQuietly(upstream);
-          },
-        };
-        const index = this.links.length;
-        this.links.push(link);
-        this.#tasks.push(this.#pump(link, client, upstream, (c) => c));
-        let offset = 0;
-        this.#tasks.push(this.#pump(link, upstream, client, (chunk) => {
-          const out = serverToClient(index, chunk, offset);
-          offset += chunk.length;
-          return out;
-        }));
-      }
-    })();
-  }
-
-  async #pump(
-    link: Link,
-    from: Deno.Conn,
-    to: Deno.Conn,
-    transform: (chunk: Uint8Array) => Uint8Array,
-  ): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
-    try {
-      for (;;) {
-        const n = await from.read(buf);
-        if (n === null) break;
-        const out = transform(buf.slice(0, n));
-        if (out.length > 0) await writeAll(to, out);
-      }
-    } catch {
-      // cut
-    } finally {
-      link.cut();
-    }
-  }
-
-  /** Closes the listener and every link, and waits for every task. */
-  async close(): Promise<void> {
-    try {
-      this.#listener.close();
-    } catch {
-      // closed already
-    }
-    await this.#accepting;
-    for (const link of this.links) link.cut();
-    await Promise.all(this.#tasks);
-  }
+function rewritingProxy(
+  target: number,
+  serverToClient: (link: number, chunk: Uint8Array, offset: number) => Uint8Array,
+): TcpProxy {
+  return new TcpProxy(target, (link, index) => {
+    let offset = 0;
+    return [
+      pump(link, link.client, link.upstream, (c) => c),
+      pump(link, link.upstream, link.client, (chunk) => {
+        const out = serverToClient(index, chunk, offset);
+        offset += chunk.length;
+        return out;
+      }),
+    ];
+  });
 }
 
 /** Polls until the data file holds at least `n` records. */
@@ -140,14 +79,6 @@ async function waitForRecords(file: string, n: number): Promise<void> {
     await delay(10);
   }
   throw new Error(`The file never reached ${n} records`);
-}
-
-/** A free loopback port nobody listens on. */
-function deadPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /** Asserts that the file holds client `clientId`'s messages 1..n exactly once, in order. */
@@ -240,7 +171,7 @@ Deno.test("ReliableClient reconnects after its session is taken over (ERROR 7) a
 Deno.test("after a reconnect, what the server holds (WELCOME.last_msg_id) is delivered, not resent", async () => {
   await withServer({}, async ({ port, file }) => {
     // The first connection never passes the server's ACKs on: only the 14-byte WELCOME.
-    const proxy = new Proxy(port, (link, chunk, offset) => {
+    const proxy = rewritingProxy(port, (link, chunk, offset) => {
       if (link > 0) return chunk;
       return chunk.subarray(0, Math.max(0, 14 - offset));
     });
@@ -270,7 +201,7 @@ Deno.test("after a reconnect, what the server holds (WELCOME.last_msg_id) is del
 Deno.test("a resend the server already holds gets NACK 3 and counts as delivered, once in the file", async () => {
   await withServer({}, async ({ port, file }) => {
     // Link 0 swallows the ACKs; link 1 claims WELCOME.last_msg_id=0, so all 10 are resent.
-    const proxy = new Proxy(port, (link, chunk, offset) => {
+    const proxy = rewritingProxy(port, (link, chunk, offset) => {
       if (link === 0) return chunk.subarray(0, Math.max(0, 14 - offset));
       if (link === 1 && offset === 0) {
         equal(chunk[4], FrameType.WELCOME);
@@ -364,14 +295,14 @@ Deno.test("with the server gone, pending sends are rejected with GiveUpError aft
 Deno.test("ReliableClient.connect gives up on a port where nobody listens", async () => {
   const started = performance.now();
   await rejects(
-    ReliableClient.connect({ port: deadPort(), clientId: 1, giveUpAfterMs: 200, ...FAST }),
+    ReliableClient.connect({ port: freePort(), clientId: 1, giveUpAfterMs: 200, ...FAST }),
     (e) => e instanceof GiveUpError && /Gave up after 200 ms/.test(e.message),
   );
   ok(performance.now() - started < 3000);
 });
 
 Deno.test("abort() rejects pending sends at once with ClientClosedError", async () => {
-  const client = new ReliableClient({ port: deadPort(), clientId: 1, giveUpAfterMs: 10000 });
+  const client = new ReliableClient({ port: freePort(), clientId: 1, giveUpAfterMs: 10000 });
   const pending = client.send("rel", "never");
   await delay(20);
   equal(client.connected, false);
@@ -425,11 +356,7 @@ Deno.test("NACK 1 and NACK 4 from the server reject their message only; nothing 
   const received: number[] = [];
   const served = (async () => {
     const conn = await listener.accept();
-    const decoder = new FrameDecoder({
-      maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
-      maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
-      maxControlLength: MAX_CONTROL_FRAME_LENGTH,
-    });
+    const decoder = serverFrameDecoder();
     try {
       for (;;) {
         const n = await conn.read(decoder.readTarget());

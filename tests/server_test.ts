@@ -466,13 +466,13 @@ Deno.test("a new data file is created with mode 0640", async () => {
 });
 
 Deno.test("binding beyond loopback without AUTH_TOKEN logs a warning; with a token it does not", async () => {
-  await withServer({ IP: "0.0.0.0" }, async ({ logs }) => {
+  await withServer({ IP: "0.0.0.0" }, ({ logs }) => {
     ok(logs.some((l) => l.includes("WARN listening beyond loopback without AUTH_TOKEN")));
   });
-  await withServer({ IP: "0.0.0.0", AUTH_TOKEN: "t" }, async ({ logs }) => {
+  await withServer({ IP: "0.0.0.0", AUTH_TOKEN: "t" }, ({ logs }) => {
     ok(!logs.some((l) => l.includes("without AUTH_TOKEN")), logs.join(""));
   });
-  await withServer({}, async ({ logs }) => {
+  await withServer({}, ({ logs }) => {
     ok(!logs.some((l) => l.includes("without AUTH_TOKEN")), "loopback is fine without a token");
   });
 });

@@ -3,6 +3,7 @@
 // nothing on the host is changed.
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { withTempDir } from "./helpers.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SCRIPT = "tcp_tuning_params.sh";
@@ -44,16 +45,6 @@ async function runScript(sysctlFile: string, ...args: string[]): Promise<Run> {
   };
 }
 
-/** Runs fn with a fresh temporary directory that is removed afterwards. */
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "msgserver-sysctl-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.lstat(path);
@@ -75,7 +66,7 @@ function describe(run: Run): string {
 }
 
 Deno.test("a dry run prints every key with its planned value and writes no file", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("msgserver-sysctl-", async (dir) => {
     const file = `${dir}/60-msgserver.conf`;
     const run = await runScript(file, "--dry-run");
 
@@ -103,7 +94,7 @@ Deno.test("a dry run prints every key with its planned value and writes no file"
 });
 
 Deno.test("a dry run of a revert leaves the existing drop-in file in place", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("msgserver-sysctl-", async (dir) => {
     const file = `${dir}/60-msgserver.conf`;
     const content = "net.core.somaxconn = 4096\n";
     await Deno.writeTextFile(file, content);
@@ -118,7 +109,7 @@ Deno.test("a dry run of a revert leaves the existing drop-in file in place", asy
 });
 
 Deno.test("an unknown flag exits with status 2 and names the flag on stderr", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("msgserver-sysctl-", async (dir) => {
     const file = `${dir}/60-msgserver.conf`;
     const run = await runScript(file, "--no-such-flag");
 
@@ -129,7 +120,7 @@ Deno.test("an unknown flag exits with status 2 and names the flag on stderr", as
 });
 
 Deno.test("the help flag exits with status 0 and describes the options", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir("msgserver-sysctl-", async (dir) => {
     const file = `${dir}/60-msgserver.conf`;
     const run = await runScript(file, "--help");
 
