@@ -109,6 +109,11 @@ function model(s: Uint8Array): Expect {
     }
     if (avail < 5) break;
     const type = s[pos + 4]!;
+    // The type is judged from the header alone: before HELLO only HELLO, after it only MSG.
+    if (ready ? type !== 0x02 : type !== 0x01) {
+      e.error = 1;
+      break;
+    }
     if (type === 0x02 && length > MAX_MSG_LENGTH) {
       if (length > MAX_SKIPPED_LENGTH) {
         e.error = 1;
@@ -136,6 +141,10 @@ function model(s: Uint8Array): Expect {
         break;
       }
       const msgId = u32(body, 0);
+      if (msgId === 0) {
+        e.error = 1;
+        break;
+      }
       const nameBytes = body.subarray(5, 5 + body[4]!);
       const payload = body.subarray(5 + body[4]!);
       if (msgId <= lastId) {

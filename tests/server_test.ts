@@ -491,3 +491,21 @@ Deno.test("ERROR 5: a peer trickling a frame byte by byte is cut by IDLE_TIMEOUT
     await trickle;
   });
 });
+
+Deno.test("ERROR 1 is decided from the header: a big MSG before HELLO is refused before its body", async () => {
+  await withServer({ AUTH_TOKEN: "secret" }, async ({ port }) => {
+    const peer = await RawPeer.connect(port);
+    await peer.write(new Uint8Array([0, 0x10, 0, 0, 0x02])); // a 1 MiB MSG, header only
+    deepStrictEqual(await peer.readUntilClose(), ["ERROR 1 protocol violation: MSG before HELLO"]);
+  });
+});
+
+Deno.test("ERROR 1: msg_id 0 is refused (ids start at 1), not taken for a duplicate", async () => {
+  await withServer({}, async ({ port }) => {
+    const { peer } = await RawPeer.hello(port, 1);
+    await peer.write(encodeMsg(0, "zero", "x"));
+    deepStrictEqual(await peer.readUntilClose(), [
+      "ERROR 1 protocol violation: msg_id 0 (ids start at 1)",
+    ]);
+  });
+});

@@ -37,6 +37,11 @@ export interface DecoderLimits {
   maxSkippedMsgLength: number;
   /** Largest frame of any other type. */
   maxControlLength: number;
+  /**
+   * Judges a frame type the moment its header is in, before anything is buffered for it:
+   * returns "" to go on, or why the stream is refused (then `next()` reports ERROR).
+   */
+  checkType?: (type: number) => string;
 }
 
 /** Below this much free space at the end of the buffer, the unread bytes are moved to its start. */
@@ -184,6 +189,10 @@ export class FrameDecoder {
     }
     if (avail < HEADER_BYTES) return Decoded.NEED_MORE;
     const type = b[s + 4]!;
+    if (limits.checkType !== undefined) {
+      const problem = limits.checkType(type);
+      if (problem !== "") return this.#fail(problem);
+    }
     if (type === FrameType.MSG) {
       if (length > limits.maxMsgLength) {
         if (length > limits.maxSkippedMsgLength) {

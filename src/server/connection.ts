@@ -46,6 +46,8 @@ export interface Served {
   readonly awaitingHello: boolean;
   /** When it was accepted (ms, `performance.now()`). */
   readonly openedAt: number;
+  /** True while it waits on the server (queue room, session resume): timeouts do not run. */
+  readonly waitingOnServer: boolean;
   /** When the last whole frame arrived (ms, `performance.now()`). */
   readonly lastActivity: number;
   /** Reads and serves until the connection ends. */
@@ -113,6 +115,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #session: Session | null = null;
   #pushing: Promise<void> | null = null;
   #closeReason = "";
+  #serverBusy = false;
   readonly #ackOnReceipt: boolean;
   #closing: Promise<void> | null = null;
   /** Records queued but not yet acked or refused by the writer. */
@@ -132,7 +135,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     this.id = id;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${addr.hostname}:${addr.port}`;
-    this.#decoder = new FrameDecoder(ctx.limits);
+    this.#decoder = new FrameDecoder({ ...ctx.limits, checkType: (type) => this.#checkType(type) });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
   }
 
@@ -144,6 +147,11 @@ export class Connection implements RecordSource, SessionOwner, Served {
   /** True while the connection has not yet completed its HELLO. */
   get awaitingHello(): boolean {
     return this.#state === State.AWAIT_HELLO;
+  }
+
+  /** True while the connection waits on the server (queue room, a session resume). */
+  get waitingOnServer(): boolean {
+    return this.#serverBusy || this.#pushing !== null;
   }
 
   /** Reads and serves frames until the peer leaves, breaks the protocol, or the server stops. */
@@ -207,16 +215,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
           }
         } else if (type === FrameType.HELLO && this.#state === State.AWAIT_HELLO) {
           if (await this.#hello(buf, decoder.bodyStart, decoder.frameEnd)) continue;
-        } else {
-          this.#protocolError(
-            type === FrameType.MSG
-              ? "MSG before HELLO"
-              : type === FrameType.HELLO
-              ? "HELLO after HELLO"
-              : `unknown frame type 0x${type.toString(16).padStart(2, "0")}`,
-          );
         }
-      } else if (result === Decoded.OVERSIZED_MSG && this.#state === State.READY) {
+        // Otherwise #hello or #checkMsg closed the connection (#checkType let the type through).
+      } else if (result === Decoded.OVERSIZED_MSG) {
         if (count > 0) {
           await this.#queue(buf.slice(regionStart, regionEnd), count);
           regionStart = -1;
@@ -229,14 +230,31 @@ export class Connection implements RecordSource, SessionOwner, Served {
           `payload too large: over ${this.#ctx.config.MAX_MESSAGE_BYTES} bytes`,
         );
         continue;
-      } else if (result === Decoded.OVERSIZED_MSG) {
-        this.#protocolError("MSG before HELLO");
       } else {
         this.#protocolError(decoder.error);
       }
       break; // an ERROR was sent: the connection is closing
     }
     if (count > 0) await this.#queue(buf.slice(regionStart, regionEnd), count);
+  }
+
+  /** Decides from the header alone whether a frame of `type` may come now (see the decoder). */
+  #checkType(type: number): string {
+    if (this.#state === State.READY) {
+      return type === FrameType.MSG
+        ? ""
+        : type === FrameType.HELLO
+        ? "HELLO after HELLO"
+        : unknownType(type);
+    }
+    if (this.#state === State.AWAIT_HELLO) {
+      return type === FrameType.HELLO
+        ? ""
+        : type === FrameType.MSG
+        ? "MSG before HELLO"
+        : unknownType(type);
+    }
+    return "";
   }
 
   /** Checks one MSG frame against the rules and the session; NACKs it if refused. */
@@ -249,6 +267,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
       return BROKEN;
     }
     const msgId = u32(buf, body);
+    if (msgId === 0) {
+      this.#protocolError("msg_id 0 (ids start at 1)");
+      return BROKEN;
+    }
     const session = this.#session!;
     const stats = this.#ctx.stats;
     stats.received++;
@@ -296,6 +318,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         this.#pushing = queue.push(entry);
         await this.#pushing;
         this.#pushing = null;
+        this.lastActivity = performance.now(); // the wait was the server's, not the peer's
       }
     } catch (e) {
       if (e instanceof ChannelClosedError) {
@@ -356,10 +379,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
       session = this.#ctx.sessions.open(clientId, sessionId);
       const previous = session.owner;
       session.owner = this;
+      this.#session = session; // so that ending now releases it
+      this.#serverBusy = true; // the timeouts do not count the server's own waiting
       if (previous !== null && previous !== this) await previous.takeOver();
       // WELCOME promises that everything up to last_msg_id is in the file: wait for what the
       // session's earlier connections queued to be written (or refused) first.
       resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+      this.#serverBusy = false;
+      this.lastActivity = performance.now();
       if (this.#state === State.CLOSED || session.owner !== this) return false;
     }
     this.#session = session;
@@ -538,6 +565,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
       this.#flushing = null;
     }
   }
+}
+
+function unknownType(type: number): string {
+  return `unknown frame type 0x${type.toString(16).padStart(2, "0")}`;
 }
 
 /** Resolves when `promise` settles or after `ms`, whichever is first; null is done at once. */

@@ -66,6 +66,8 @@ export class LegacyConnection implements RecordSource, Served {
   readonly openedAt = performance.now();
   lastActivity = this.openedAt;
   readonly awaitingHello = false;
+  /** True while it waits for room in the queue: the idle timeout does not run. */
+  waitingOnServer = false;
   readonly id: number;
   readonly remote: string;
 
@@ -177,7 +179,12 @@ export class LegacyConnection implements RecordSource, Served {
     const queue = this.#ctx.queue;
     this.#unacked += count;
     try {
-      if (!queue.tryPush(entry)) await queue.push(entry);
+      if (!queue.tryPush(entry)) {
+        this.waitingOnServer = true;
+        await queue.push(entry);
+        this.waitingOnServer = false;
+        this.lastActivity = performance.now();
+      }
     } catch (e) {
       if (e instanceof ChannelClosedError) {
         this.#unacked -= count;
@@ -248,7 +255,11 @@ export class LegacyConnection implements RecordSource, Served {
 
   /** Shutdown: closes once the acks already owed are out (there is no goodbye frame). */
   async finish(): Promise<void> {
-    if (this.#flushing !== null) await this.#flushing;
+    if (this.#flushing !== null) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.#flushing, new Promise((r) => timer = setTimeout(r, 1000))]);
+      clearTimeout(timer);
+    }
     this.#close();
   }
 

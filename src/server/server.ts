@@ -364,7 +364,7 @@ export class MsgServer {
     const handshake = this.#config.HANDSHAKE_TIMEOUT_MS;
     const idle = this.#config.IDLE_TIMEOUT_MS;
     for (const connection of this.#connections) {
-      if (connection.isClosed) continue;
+      if (connection.isClosed || connection.waitingOnServer) continue;
       if (connection.awaitingHello && now - connection.openedAt > handshake) {
         connection.timeout(`no HELLO within ${handshake} ms`);
       } else if (idle > 0 && now - connection.lastActivity > idle) {

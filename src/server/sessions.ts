@@ -79,9 +79,10 @@ export class Session {
     }
     if (this.pending > 0 || this.broken) {
       // Some records may yet land, or some never will: resume from what is surely written and
-      // accept the rest again (a record that lands after all is then written twice).
+      // accept the rest again (a record that lands after all is then written twice). While some
+      // are still in flight the mark stays frozen, lest a late one move it past a refused id.
       this.lastId = this.safeId;
-      this.broken = false;
+      this.broken = this.pending > 0;
     }
     return this.lastId;
   }
@@ -110,6 +111,21 @@ export class SessionTable {
     return this.#map.size;
   }
 
+  /**
+   * Forgets the least recently greeted session that nobody holds and that has nothing on its way
+   * to the file. Sessions in use are never forgotten (forgetting one would let a second HELLO
+   * start it afresh beside the first); they are at most one per connection, so the table stays
+   * bounded by MAX_SESSIONS + MAX_CONNECTIONS.
+   */
+  #evictOne(): void {
+    for (const [key, session] of this.#map) {
+      if (session.owner === null && session.pending <= 0) {
+        this.#map.delete(key);
+        return;
+      }
+    }
+  }
+
   /** Finds or creates the session (client_id, session) and marks it recently used. */
   open(clientId: number, session: bigint): Session {
     const key = `${clientId}/${session}`;
@@ -118,10 +134,7 @@ export class SessionTable {
       this.#map.delete(key);
     } else {
       entry = new Session();
-      if (this.#map.size >= this.#max) {
-        const oldest = this.#map.keys().next();
-        if (!oldest.done) this.#map.delete(oldest.value);
-      }
+      if (this.#map.size >= this.#max) this.#evictOne();
     }
     this.#map.set(key, entry);
     return entry;
