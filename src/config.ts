@@ -217,7 +217,13 @@ function convert(key: keyof Config, raw: string, where: string): string | number
     case "string":
       if (!spec.allowEmpty && raw === "") fail();
       // deno-lint-ignore no-control-regex
-      if (/[\x00-\x1f\x7f]/.test(raw)) fail();
+      if (/[\x00-\x1f\x7f]/.test(raw)) {
+        throw new ConfigError(
+          `Cannot load config: ${key} is ${
+            key === "AUTH_TOKEN" ? "(hidden)" : JSON.stringify(raw)
+          } (${where}); allowed: ${describe(spec)} without control characters`,
+        );
+      }
       return raw;
   }
 }
@@ -226,11 +232,35 @@ function isKey(key: string): key is keyof Config {
   return Object.hasOwn(SPECS, key);
 }
 
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(
+        row[j]! + 1,
+        next[j - 1]! + 1,
+        row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+/** A "did you mean" hint for a mistyped key: the nearest key within a few edits, if any. */
 function closest(key: string): string {
-  const upper = key.toUpperCase();
-  const hit = CONFIG_KEYS.find((k) => k === upper) ??
-    CONFIG_KEYS.find((k) => k.startsWith(upper.slice(0, 4)));
-  return hit === undefined ? "" : ` (did you mean "${hit}"?)`;
+  const upper = key.toUpperCase().replaceAll("-", "_");
+  let best = "";
+  let bestDistance = Math.max(2, Math.floor(upper.length / 4)) + 1;
+  for (const k of CONFIG_KEYS) {
+    const d = editDistance(upper, k);
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best === "" ? "" : ` (did you mean "${best}"?)`;
 }
 
 /**
@@ -345,7 +375,14 @@ export async function loadConfig(args: string[], options: LoadOptions = {}): Pro
       strict: true,
     });
   } catch (e) {
-    throw new ConfigError(`Cannot parse command line: ${(e as Error).message}`);
+    const message = (e as Error).message;
+    const flag = /'--([\w-]+)'/.exec(message)?.[1];
+    const hint = flag !== undefined && /^Unknown option/.test(message) ? closest(flag) : "";
+    throw new ConfigError(
+      `Cannot parse command line: ${message}${
+        hint.replace(/"([A-Z_]+)"/, (_, k: string) => `"--${flagName(k as keyof Config)}"`)
+      }`,
+    );
   }
   const flags = parsed.values as Record<string, string | boolean | undefined>;
 

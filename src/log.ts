@@ -9,11 +9,27 @@ import type { LogLevel } from "./config.ts";
 
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 const encoder = new TextEncoder();
+/** Lines below `error` per second; past it they are counted, not written, so a flood of bad peers cannot flood the log. */
+const LINES_PER_SECOND = 1000;
+
+/** Writes to stderr, whole, and never throws: a closed or broken stderr must not stop the server. */
+function writeStderr(line: string): void {
+  try {
+    const bytes = encoder.encode(line);
+    let done = 0;
+    while (done < bytes.length) done += Deno.stderr.writeSync(bytes.subarray(done));
+  } catch {
+    // nowhere left to report it
+  }
+}
 
 /** A leveled logger; the fields are written as `key=value` pairs. */
 export class Logger {
   #min: number;
   readonly #sink: (line: string) => void;
+  #second = 0;
+  #lines = 0;
+  #dropped = 0;
 
   /**
    * @example
@@ -24,7 +40,7 @@ export class Logger {
    */
   constructor(level: LogLevel, sink?: (line: string) => void) {
     this.#min = RANK[level];
-    this.#sink = sink ?? ((line) => Deno.stderr.writeSync(encoder.encode(line)));
+    this.#sink = sink ?? writeStderr;
   }
 
   /** True when `level` would be written; guard costly debug lines with it. */
@@ -35,6 +51,20 @@ export class Logger {
   /** Logs at `level`. */
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void {
     if (RANK[level] < this.#min) return;
+    if (level !== "error") {
+      const second = Math.floor(performance.now() / 1000);
+      if (second !== this.#second) {
+        const dropped = this.#dropped;
+        this.#second = second;
+        this.#lines = 0;
+        this.#dropped = 0;
+        if (dropped > 0) this.log("warn", "log lines dropped (over 1000 a second)", { dropped });
+      }
+      if (++this.#lines > LINES_PER_SECOND) {
+        this.#dropped++;
+        return;
+      }
+    }
     let line = `${new Date().toISOString()} ${level.toUpperCase()} ${message}`;
     if (fields !== undefined) {
       for (const [k, v] of Object.entries(fields)) {

@@ -509,3 +509,20 @@ Deno.test("ERROR 1: msg_id 0 is refused (ids start at 1), not taken for a duplic
     ]);
   });
 });
+
+Deno.test("a session in use is never forgotten, even past MAX_SESSIONS", async () => {
+  await withServer({ MAX_SESSIONS: 1 }, async ({ port, file }) => {
+    const a = await RawPeer.hello(port, 1, 77n);
+    await a.peer.write(concat([encodeMsg(1, "a", "one"), encodeMsg(2, "a", "two")]));
+    equal(describeFrame(await a.peer.read()), "ACK 2");
+    const other = await MsgClient.connect({ port, clientId: 2, session: 5n });
+    await other.close();
+    const b = await RawPeer.hello(port, 1, 77n);
+    equal(b.welcome, "WELCOME v1 max=1048576 last=2", "the session was remembered");
+    deepStrictEqual(await a.peer.readUntilClose(), ["ERROR 7 session taken over"]);
+    await b.peer.write(encodeMsg(1, "a", "resent"));
+    equal(describeFrame(await b.peer.read()), "NACK 1 3 duplicate: msg_id 1 is not above 2");
+    b.peer.close();
+    equal(await readText(file), "1 1 a one\n1 2 a two\n");
+  });
+});

@@ -75,7 +75,7 @@ async function run(
   config: Config,
   clientId: number,
   messages: AsyncIterable<string> | string[],
-  tls: boolean,
+  tls: { caCerts?: string[] } | null,
 ) {
   const tally: Tally = { acked: 0, refused: 0, latencyUs: 0 };
   const started = performance.now();
@@ -84,9 +84,7 @@ async function run(
     port: config.PORT,
     clientId,
     token: config.AUTH_TOKEN,
-    ...(tls
-      ? { tls: config.TLS_CA === "" ? {} : { caCerts: [await Deno.readTextFile(config.TLS_CA)] } }
-      : {}),
+    ...(tls === null ? {} : { tls }),
   });
   const name = `client_${clientId}`;
   const pause = config.TIME_INTERVAL_BTN_MSG * 1000;
@@ -145,12 +143,22 @@ async function main(args: string[]): Promise<number> {
   }
   const messages = flags.stdin ? linesOf(Deno.stdin.readable) : positionals[1]!.split(",");
   try {
-    const tls = flags.tls === true || config.TLS_CA !== "";
+    let tls: { caCerts?: string[] } | null = null;
+    if (config.TLS_CA !== "") {
+      try {
+        tls = { caCerts: [await Deno.readTextFile(config.TLS_CA)] };
+      } catch (e) {
+        return fail(`Cannot read TLS_CA "${config.TLS_CA}": ${(e as Error).message}`);
+      }
+    } else if (flags.tls === true) {
+      tls = {};
+    }
     return await run(config, Number(idText), messages, tls);
   } catch (e) {
     if (
       e instanceof ConnectionError || e instanceof Deno.errors.ConnectionRefused ||
-      e instanceof Deno.errors.NotFound || e instanceof Deno.errors.InvalidData
+      e instanceof Deno.errors.NotFound || e instanceof Deno.errors.InvalidData ||
+      e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.TimedOut
     ) {
       console.error(`msgclient: cannot send to ${config.IP}:${config.PORT}: ${e.message}`);
       return 1;

@@ -68,11 +68,11 @@ async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGHUP", onHup);
-  await server.finished;
+  const clean = await server.finished;
   Deno.removeSignalListener("SIGINT", onInt);
   Deno.removeSignalListener("SIGTERM", onTerm);
   Deno.removeSignalListener("SIGHUP", onHup);
-  return 0;
+  return clean ? 0 : 1;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -89,6 +89,26 @@ export async function openDataFile(path: string): Promise<DataFile> {
 }
 
 /**
+ * Syncs the directory holding `path`, so that a file created or renamed there survives a power
+ * loss (durable mode does this after creating, rotating or reopening the data file).
+ *
+ * @example
+ * ```ts
+ * await syncDirectoryOf("/var/lib/msgserver/messages.log");
+ * ```
+ */
+export async function syncDirectoryOf(path: string): Promise<void> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+  const handle = await Deno.open(dir, { read: true });
+  try {
+    await handle.sync();
+  } finally {
+    handle.close();
+  }
+}
+
+/**
  * Writes every byte of `bytes`, looping over short writes.
  *
  * @example

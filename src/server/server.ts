@@ -13,7 +13,7 @@ import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../pro
 import { Channel } from "./channel.ts";
 import { Connection, type ConnectionStats, type Served, type ServerContext } from "./connection.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
-import { type DataFile, openDataFile } from "./data_file.ts";
+import { type DataFile, openDataFile, syncDirectoryOf } from "./data_file.ts";
 import { acceptLoop, listen, listenTls } from "./listener.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
 import { SessionTable } from "./sessions.ts";
@@ -64,8 +64,11 @@ export interface ServerOptions {
 export class MsgServer {
   /** The address the server listens on (with the real port when PORT was 0). */
   readonly addr: Deno.NetAddr;
-  /** Resolves when the server has shut down. */
-  readonly finished: Promise<void>;
+  /**
+   * Resolves when the server has shut down: true if cleanly, false if the writer failed or the
+   * shutdown ran out of time (so a supervisor can tell, from the exit status).
+   */
+  readonly finished: Promise<boolean>;
 
   readonly #config: Config;
   readonly #log: Logger;
@@ -92,7 +95,9 @@ export class MsgServer {
   #total = 0;
   #stopping = false;
   #shutdown: Promise<void> | null = null;
-  #resolveFinished!: () => void;
+  #resolveFinished!: (clean: boolean) => void;
+  /** False once something was lost or cut short: the writer failed, or shutdown timed out. */
+  #clean = true;
 
   private constructor(
     config: Config,
@@ -124,6 +129,7 @@ export class MsgServer {
     });
     this.#writerDone = this.#writer.run().catch((e) => {
       log.error("writer stopped", { error: (e as Error).message });
+      this.#clean = false;
       this.shutdown();
     });
 
@@ -204,16 +210,16 @@ export class MsgServer {
         last = now;
       }, config.STATS_INTERVAL_S * 1000);
     }
-    if (config.METRICS_PORT !== 0) {
-      this.#metrics = Deno.serve({
-        hostname: config.IP,
-        port: config.METRICS_PORT,
-        onListen: (addr) => {
-          this.metricsAddr = addr;
-        },
-      }, (request) => this.#serveMetrics(request));
-      this.metricsAddr = this.#metrics.addr;
-    }
+  }
+
+  #startMetrics(): void {
+    const config = this.#config;
+    this.#metrics = Deno.serve({
+      hostname: config.IP,
+      port: config.METRICS_PORT,
+      onListen: () => {},
+    }, (request) => this.#serveMetrics(request));
+    this.metricsAddr = this.#metrics.addr;
   }
 
   #serveMetrics(request: Request): Response {
@@ -279,6 +285,7 @@ export class MsgServer {
   static async start(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
     const log = options.log ?? new Logger(config.LOG_LEVEL);
     const data = await openDataFile(config.FILE_NAME);
+    if (config.ACK_MODE === "durable") await syncDirectoryOf(config.FILE_NAME);
     if (data.tornBytes > 0) {
       log.warn("moved a torn last line aside", {
         file: config.FILE_NAME,
@@ -314,6 +321,18 @@ export class MsgServer {
       );
     }
     const server = new MsgServer(config, log, listener, legacy, data, options);
+    if (config.METRICS_PORT !== 0) {
+      try {
+        server.#startMetrics();
+      } catch (e) {
+        await server.shutdown();
+        throw new Error(
+          `Cannot listen on ${config.IP}:${config.METRICS_PORT} (METRICS_PORT): ${
+            (e as Error).message
+          }`,
+        );
+      }
+    }
     if (!isLoopback(config.IP) && config.AUTH_TOKEN === "") {
       log.warn("listening beyond loopback without AUTH_TOKEN: anyone who can connect can write", {
         ip: config.IP,
@@ -420,6 +439,7 @@ export class MsgServer {
     const outcome = await Promise.race([graceful, timeout]);
     clearTimeout(timer);
     if (outcome === "timeout") {
+      this.#clean = false;
       log.error("shutdown timed out: cutting connections", {
         connections: this.#connections.size,
         queued: this.#queue.records,
@@ -430,7 +450,7 @@ export class MsgServer {
     if (this.#metrics !== null) await this.#metrics.shutdown();
     const w = this.#writer.stats;
     log.info("stopped", { records: w.records, batches: w.batches, bytes: w.bytes });
-    this.#resolveFinished();
+    this.#resolveFinished(this.#clean);
   }
 }
 

@@ -15,7 +15,7 @@ import type { AckMode } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { FrameType, NackCode } from "../protocol/frames.ts";
 import type { Channel } from "./channel.ts";
-import { type DataFile, openDataFile, writeAll } from "./data_file.ts";
+import { type DataFile, openDataFile, syncDirectoryOf, writeAll } from "./data_file.ts";
 import { LineBuffer } from "./line.ts";
 import { BATCH_SIZE_BOUNDS, Histogram, LATENCY_BOUNDS } from "./metrics.ts";
 
@@ -140,6 +140,8 @@ export class Writer {
   /** Set when a batch was cut short because the file is nearly at FILE_MAX_BYTES. */
   #fileFull = false;
   #storageDown = false;
+  /** Set while the file may end in a partial batch that could not yet be cut off. */
+  #tornTail = false;
   #seq = 0;
   #batchCount = 0;
   #firstAt = 0;
@@ -290,6 +292,7 @@ export class Writer {
       this.close();
       this.#file = data.file;
       this.#offset = data.size;
+      if (this.#opts.ackMode === "durable") await syncDirectoryOf(path).catch(() => {});
       this.#opts.log.info("reopened the data file", { file: path, size: data.size });
     } catch (e) {
       this.#opts.log.error("cannot reopen the data file: still writing to the old one", {
@@ -304,8 +307,8 @@ export class Writer {
     const path = this.#opts.path;
     const stamp = new Date().toISOString().replace(/[-:]/g, "");
     let target = `${path}.${stamp}`;
-    for (let n = 1; await exists(target); n++) target = `${path}.${stamp}-${n}`;
     try {
+      for (let n = 1; await exists(target); n++) target = `${path}.${stamp}-${n}`;
       if (this.#opts.ackMode !== "durable") await this.#file.syncData();
       await Deno.rename(path, target);
     } catch (e) {
@@ -328,6 +331,16 @@ export class Writer {
     this.close();
     this.#file = data.file;
     this.#offset = data.size;
+    if (this.#opts.ackMode === "durable") {
+      try {
+        await syncDirectoryOf(path);
+      } catch (e) {
+        this.#opts.log.error("cannot sync the data file's directory", {
+          file: path,
+          error: (e as Error).message,
+        });
+      }
+    }
     this.#opts.log.info("rotated the data file", { file: path, to: target });
   }
 
@@ -380,6 +393,17 @@ export class Writer {
     const deadline = performance.now() + retryMs;
     let delay = 10;
     for (let attempt = 1;; attempt++) {
+      // Appending after a partial line would glue the next record onto it: write only once the
+      // file is known to end at `start`.
+      if (this.#tornTail && !(await this.#cutBackTo(start))) {
+        if (performance.now() + delay > deadline) {
+          this.#storageDown = true;
+          return false;
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1000);
+        continue;
+      }
       try {
         const t0 = performance.now();
         await writeAll(this.#file, bytes);
@@ -399,14 +423,8 @@ export class Writer {
           offset: start,
           bytes: bytes.length,
         });
-        try {
-          await this.#file.truncate(start);
-        } catch (t) {
-          this.#opts.log.error("cannot cut the file back after a failed write", {
-            error: (t as Error).message,
-            offset: start,
-          });
-        }
+        this.#tornTail = true;
+        await this.#cutBackTo(start);
         if (performance.now() + delay > deadline) {
           this.#storageDown = true;
           return false;
@@ -414,6 +432,22 @@ export class Writer {
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 1000);
       }
+    }
+  }
+
+  /** Truncates the file to `size` and checks it took; clears `#tornTail` when it did. */
+  async #cutBackTo(size: number): Promise<boolean> {
+    try {
+      if ((await this.#file.stat()).size !== size) await this.#file.truncate(size);
+      if ((await this.#file.stat()).size !== size) throw new Error("the size did not change");
+      this.#tornTail = false;
+      return true;
+    } catch (e) {
+      this.#opts.log.error("cannot cut the file back after a failed write", {
+        error: (e as Error).message,
+        offset: size,
+      });
+      return false;
     }
   }
 
