@@ -234,7 +234,8 @@ Deno.test("loadConfig refuses an empty IP and a control character in a string", 
     );
     await rejectsWith(
       () => loadText(dir, "FILE_NAME=a\x01b\n"),
-      `Cannot load config: FILE_NAME is "a\x01b" (${file} line 1); allowed: non-empty text`,
+      `Cannot load config: FILE_NAME is "a\\u0001b" (${file} line 1); ` +
+        "allowed: non-empty text without control characters",
     );
   });
 });
@@ -365,7 +366,8 @@ Deno.test("loadConfig never shows a bad AUTH_TOKEN value in its error", async ()
         ok(e instanceof ConfigError);
         equal(
           e.message,
-          `Cannot load config: AUTH_TOKEN is (hidden) (${file} line 1); allowed: any text`,
+          `Cannot load config: AUTH_TOKEN is (hidden) (${file} line 1); ` +
+            "allowed: any text without control characters",
         );
         ok(!e.message.includes("hunter2"));
         return true;
@@ -377,7 +379,8 @@ Deno.test("loadConfig never shows a bad AUTH_TOKEN value in its error", async ()
         ok(e instanceof ConfigError);
         equal(
           e.message,
-          "Cannot load config: AUTH_TOKEN is (hidden) (environment MS_AUTH_TOKEN); allowed: any text",
+          "Cannot load config: AUTH_TOKEN is (hidden) (environment MS_AUTH_TOKEN); " +
+            "allowed: any text without control characters",
         );
         return true;
       },
