@@ -18,7 +18,9 @@ import {
   FrameType,
   MAX_CONTROL_FRAME_LENGTH,
   PROTOCOL_VERSION,
+  readU32,
 } from "../src/protocol/frames.ts";
+import { randomSession } from "../src/client/client.ts";
 import { Histogram } from "./histogram.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -503,16 +505,6 @@ const DECODER_LIMITS = {
 };
 const textDecoder = new TextDecoder();
 
-function randomSession(): bigint {
-  const w = crypto.getRandomValues(new Uint32Array(2));
-  const id = (BigInt(w[0]!) << 32n) | BigInt(w[1]!);
-  return id === 0n ? 1n : id;
-}
-
-function u32(b: Uint8Array, p: number): number {
-  return ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
-}
-
 /** State shared by the connections of one phase. */
 class PhaseState {
   readonly hist = new Histogram();
@@ -701,7 +693,7 @@ class LoadConnection {
   #onFrame(b: Uint8Array, type: number, body: number, end: number, now: number): void {
     const phase = this.#phase;
     if (type === FrameType.ACK) {
-      const upTo = u32(b, body);
+      const upTo = readU32(b, body);
       if (upTo > this.#sent) {
         this.#fail(`ACK ${upTo} is above the highest msg_id sent, ${this.#sent}`);
         return;
@@ -727,7 +719,7 @@ class LoadConnection {
       phase.lastAckAt = now;
       this.#popNacked();
     } else if (type === FrameType.NACK) {
-      const msgId = u32(b, body);
+      const msgId = readU32(b, body);
       const code = (b[body + 4]! << 8) | b[body + 5]!;
       phase.nackCodes.set(code, (phase.nackCodes.get(code) ?? 0) + 1);
       if (msgId <= this.#head || msgId > this.#sent || this.#nackedIds?.has(msgId)) {
@@ -823,7 +815,7 @@ async function handshake(
         throw new Error(`expected WELCOME, got frame type 0x${decoder.type.toString(16)}`);
       }
       if (b[body] !== PROTOCOL_VERSION) throw new Error(`server speaks version ${b[body]}`);
-      return { conn, decoder, lastMsgId: u32(b, body + 5) };
+      return { conn, decoder, lastMsgId: readU32(b, body + 5) };
     }
   } catch (e) {
     try {

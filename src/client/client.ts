@@ -13,6 +13,7 @@ import {
   FrameType,
   MAX_CONTROL_FRAME_LENGTH,
   PROTOCOL_VERSION,
+  readU32,
 } from "../protocol/frames.ts";
 
 /** The server refused one message (NACK); the connection goes on. */
@@ -268,10 +269,8 @@ export class MsgClient {
   }
 
   #onFrame(b: Uint8Array, type: number, body: number, end: number): void {
-    const u32 = (p: number) =>
-      ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
     if (type === FrameType.ACK) {
-      const upTo = u32(body);
+      const upTo = readU32(b, body);
       const pending = this.#pending;
       while (this.#head < pending.length && pending[this.#head]!.msgId <= upTo) {
         const p = pending[this.#head++]!;
@@ -285,7 +284,7 @@ export class MsgClient {
         this.#head = 0;
       }
     } else if (type === FrameType.NACK) {
-      const msgId = u32(body);
+      const msgId = readU32(b, body);
       const code = (b[body + 4]! << 8) | b[body + 5]!;
       const reason = decoderText.decode(b.subarray(body + 6, end));
       for (let i = this.#head; i < this.#pending.length; i++) {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { FrameType, HEADER_BYTES, LENGTH_BYTES } from "./frames.ts";
+import { FrameType, HEADER_BYTES, LENGTH_BYTES, readU32 } from "./frames.ts";
 
 /** What {@linkcode FrameDecoder.next} found. */
 export const Decoded = {
@@ -126,7 +126,7 @@ export class FrameDecoder {
     let required = 1;
     if (pending >= HEADER_BYTES && this.#skip === 0) {
       const b = this.#buf, s = this.#start;
-      const length = ((b[s]! << 24) | (b[s + 1]! << 16) | (b[s + 2]! << 8) | b[s + 3]!) >>> 0;
+      const length = readU32(b, s);
       const frameTotal = length > this.#limits.maxMsgLength && b[s + 4] === FrameType.MSG
         ? HEADER_BYTES + 4
         : LENGTH_BYTES + length;
@@ -181,7 +181,7 @@ export class FrameDecoder {
     const s = this.#start;
     const avail = this.#end - s;
     if (avail < LENGTH_BYTES) return Decoded.NEED_MORE;
-    const length = ((b[s]! << 24) | (b[s + 1]! << 16) | (b[s + 2]! << 8) | b[s + 3]!) >>> 0;
+    const length = readU32(b, s);
     const limits = this.#limits;
     if (length === 0) return this.#fail("frame length is 0");
     if (length > limits.maxSkippedMsgLength && length > limits.maxControlLength) {
@@ -200,8 +200,7 @@ export class FrameDecoder {
         }
         if (avail < HEADER_BYTES + 4) return Decoded.NEED_MORE;
         this.type = type;
-        this.oversizedMsgId =
-          ((b[s + 5]! << 24) | (b[s + 6]! << 16) | (b[s + 7]! << 8) | b[s + 8]!) >>> 0;
+        this.oversizedMsgId = readU32(b, s + 5);
         this.oversizedLength = length - 1;
         const total = LENGTH_BYTES + length;
         const take = Math.min(total, avail);

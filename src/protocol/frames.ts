@@ -148,6 +148,19 @@ export function encodeWelcome(maxMessageBytes: number, lastMsgId: number): Uint8
   return bytes;
 }
 
+/**
+ * Reads a big-endian u32 at `offset` without a DataView (so without allocating one per buffer).
+ *
+ * @example
+ * ```ts
+ * readU32(new Uint8Array([0, 0, 1, 2]), 0); // 258
+ * ```
+ */
+export function readU32(bytes: Uint8Array, offset: number): number {
+  return ((bytes[offset]! << 24) | (bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) |
+    bytes[offset + 3]!) >>> 0;
+}
+
 /** Bytes in an encoded ACK frame. */
 export const ACK_FRAME_BYTES = HEADER_BYTES + 4;
 

@@ -120,11 +120,16 @@ export class Channel<T extends Weighed> {
     this.#spare = taken;
     this.#records = 0;
     this.#bytes = 0;
-    while (this.#waiters.length > 0 && this.#fits(this.#waiters[0]!.item)) {
-      const waiter = this.#waiters.shift()!;
+    // Admit in arrival order; one splice at the end instead of a shift() per waiter, which
+    // would be quadratic with thousands of connections waiting for room.
+    const waiters = this.#waiters;
+    let admitted = 0;
+    while (admitted < waiters.length && this.#fits(waiters[admitted]!.item)) {
+      const waiter = waiters[admitted++]!;
       this.#append(waiter.item);
       waiter.resolve();
     }
+    if (admitted > 0) waiters.splice(0, admitted);
     return taken;
   }
 

@@ -21,6 +21,7 @@ import {
   MSG_FIXED_BYTES,
   NackCode,
   PROTOCOL_VERSION,
+  readU32,
   writeAck,
 } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
@@ -82,10 +83,6 @@ const OUTBOX_HIGH_WATER = 64 * 1024;
 /** How long an ERROR may take to reach the peer before the socket is closed anyway. */
 const ERROR_FLUSH_MS = 1000;
 
-function u32(d: Uint8Array, p: number): number {
-  return ((d[p]! << 24) | (d[p + 1]! << 16) | (d[p + 2]! << 8) | d[p + 3]!) >>> 0;
-}
-
 /**
  * One client connection and its service task.
  *
@@ -114,7 +111,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #state: number = State.AWAIT_HELLO;
   #session: Session | null = null;
   #pushing: Promise<void> | null = null;
-  #closeReason = "";
   #serverBusy = false;
   readonly #ackOnReceipt: boolean;
   #closing: Promise<void> | null = null;
@@ -266,7 +262,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       this.#protocolError(`MSG frame too short for its name (length ${bodyLength + 1})`);
       return BROKEN;
     }
-    const msgId = u32(buf, body);
+    const msgId = readU32(buf, body);
     if (msgId === 0) {
       this.#protocolError("msg_id 0 (ids start at 1)");
       return BROKEN;
@@ -310,7 +306,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const lastId = session.lastId;
     const queue = this.#ctx.queue;
     this.#unacked += count;
-    session.accepted(lastId, count);
+    session.pending += count;
     try {
       if (!queue.tryPush(entry)) {
         // While this waits for room, a read buffer grown for a big frame is dead weight.
@@ -381,7 +377,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       session.owner = this;
       this.#session = session; // so that ending now releases it
       this.#serverBusy = true; // the timeouts do not count the server's own waiting
-      if (previous !== null && previous !== this) await previous.takeOver();
+      if (previous !== null && previous !== this) previous.takeOver();
       // WELCOME promises that everything up to last_msg_id is in the file: wait for what the
       // session's earlier connections queued to be written (or refused) first.
       resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
@@ -396,13 +392,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
     return true;
   }
 
-  /** Another connection took this one's session: stop, let queued records land, then close. */
-  async takeOver(): Promise<void> {
+  /**
+   * Another connection took this one's session: say so and close. What this one queued still
+   * lands; the new connection's WELCOME waits for it through `Session.resume`.
+   */
+  takeOver(): void {
     if (this.#state === State.CLOSED) return;
     this.#ctx.log.info("session taken over", { conn: this.id, client_id: this.clientId });
-    const pending = this.#pushing;
     this.#fail(ErrorCode.SESSION_TAKEN_OVER, "session taken over");
-    if (pending !== null) await pending;
   }
 
   written(msgId: number, records: number): void {
@@ -457,7 +454,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   /** Closes at once, without a goodbye (used when shutdown runs out of time). */
   abort(): void {
-    this.#closeSocket("aborted");
+    this.#closeSocket();
   }
 
   /** Sends ERROR 5 and closes, for the timeout sweeper. */
@@ -485,14 +482,12 @@ export class Connection implements RecordSource, SessionOwner, Served {
     });
     this.#send(encodeError(code, reason));
     this.#state = State.CLOSED;
-    this.#closeReason = reason;
-    this.#closing = within(this.#flushing, ERROR_FLUSH_MS).then(() => this.#closeSocket(reason));
+    this.#closing = within(this.#flushing, ERROR_FLUSH_MS).then(() => this.#closeSocket());
     return this.#closing;
   }
 
-  #closeSocket(reason: string): void {
+  #closeSocket(): void {
     this.#state = State.CLOSED;
-    if (this.#closeReason === "") this.#closeReason = reason;
     try {
       this.#conn.close();
     } catch {
@@ -516,7 +511,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     }
     if (this.#closing !== null) await this.#closing;
     if (this.#session !== null && this.#session.owner === this) this.#session.owner = null;
-    this.#closeSocket("peer closed");
+    this.#closeSocket();
     this.#ctx.closed(this);
   }
 
@@ -560,7 +555,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         });
       }
       this.#outLen = 0;
-      this.#closeSocket("write failed");
+      this.#closeSocket();
     } finally {
       this.#flushing = null;
     }

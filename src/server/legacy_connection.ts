@@ -11,6 +11,7 @@
  * @module
  */
 
+import { readU32 } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { ChannelClosedError } from "./channel.ts";
 import type { Served, ServerContext } from "./connection.ts";
@@ -30,10 +31,6 @@ const FRAMES_PER_READ = 16;
 const RECORD_OVERHEAD = 4 + 1 + 4 + 4 + 1;
 const ACK = new TextEncoder().encode("ack");
 const DASH = 0x2d;
-
-function u32(d: Uint8Array, p: number): number {
-  return ((d[p]! << 24) | (d[p + 1]! << 16) | (d[p + 2]! << 8) | d[p + 3]!) >>> 0;
-}
 
 function putU32(d: Uint8Array, p: number, n: number): void {
   d[p] = n >>> 24;
@@ -149,7 +146,7 @@ export class LegacyConnection implements RecordSource, Served {
         if (this.#ctx.log.enabled("debug")) {
           this.#ctx.log.debug("legacy name replaced by '-'", {
             conn: this.id,
-            msg_id: u32(buf, at + 4),
+            msg_id: readU32(buf, at + 4),
             reason: problem,
           });
         }
@@ -226,6 +223,7 @@ export class LegacyConnection implements RecordSource, Served {
 
   /** The legacy protocol has no refusal: a record that cannot be written ends the connection. */
   refuse(msgId: number, code: number, reason: string): void {
+    this.#unacked--;
     if (this.#closed) return;
     this.#ctx.log.warn("closing legacy connection: a record was not written", {
       conn: this.id,

@@ -9,8 +9,8 @@
 
 /** Something that can hold a session: a connection. */
 export interface SessionOwner {
-  /** Ends this owner's hold: tells its peer, waits for its queued records, then closes. */
-  takeOver(): Promise<void>;
+  /** Ends this owner's hold: tells its peer and closes (its queued records still land). */
+  takeOver(): void;
 }
 
 /**
@@ -33,12 +33,6 @@ export class Session {
   owner: SessionOwner | null = null;
   #idle: (() => void)[] = [];
 
-  /** Records that `count` more records were accepted, the last with `lastId`. */
-  accepted(lastId: number, count: number): void {
-    this.lastId = lastId;
-    this.pending += count;
-  }
-
   /** `records` records up to `msgId` are in the file. */
   written(msgId: number, records: number): void {
     if (!this.broken) this.safeId = msgId;
@@ -48,11 +42,6 @@ export class Session {
   /** `records` accepted records will never be written (storage error, or shutdown). */
   refused(records: number): void {
     this.broken = true;
-    this.#settle(records);
-  }
-
-  /** Takes back records that were counted as accepted but never queued (shutdown). */
-  withdrawn(records: number): void {
     this.#settle(records);
   }
 

@@ -13,7 +13,7 @@
 
 import type { AckMode } from "../config.ts";
 import type { Logger } from "../log.ts";
-import { FrameType, NackCode } from "../protocol/frames.ts";
+import { FrameType, NackCode, readU32 } from "../protocol/frames.ts";
 import type { Channel } from "./channel.ts";
 import { type DataFile, openDataFile, syncDirectoryOf, writeAll } from "./data_file.ts";
 import { LineBuffer } from "./line.ts";
@@ -107,10 +107,6 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-function u32(d: Uint8Array, p: number): number {
-  return ((d[p]! << 24) | (d[p + 1]! << 16) | (d[p + 2]! << 8) | d[p + 3]!) >>> 0;
-}
-
 /**
  * Drains a {@linkcode Channel} of {@linkcode Entry} into a file.
  *
@@ -136,7 +132,10 @@ export class Writer {
   readonly #segEnds: number[] = [];
   #offset: number;
   readonly #maxFileBytes: number;
+  /** Set by `#append` when the batch is full, for whatever reason. */
   #mustFlush = false;
+  /** Set when the batch was cut because the next record might not fit under FILE_MAX_BYTES. */
+  #cutForFileSize = false;
   /** Set when a batch was cut short because the file is nearly at FILE_MAX_BYTES. */
   #fileFull = false;
   #storageDown = false;
@@ -208,12 +207,7 @@ export class Writer {
         let pos = 0;
         while (pos < entry.data.length) {
           pos = this.#append(entry, pos);
-          if (
-            this.#mustFlush || this.#batchCount >= this.#opts.msgPerWrite ||
-            this.#out.length >= MAX_BATCH_BYTES
-          ) {
-            await this.#flush();
-          }
+          if (this.#mustFlush) await this.#flush();
         }
       }
     }
@@ -234,31 +228,30 @@ export class Writer {
       this.#touched.push(source);
     }
     while (pos < d.length) {
-      const end = pos + 4 + u32(d, pos);
+      const end = pos + 4 + readU32(d, pos);
       const type = d[pos + 4];
       if (this.#maxFileBytes > 0 && out.length > 0 && this.#wouldOverflow(end - pos)) {
         this.#mustFlush = true;
+        this.#cutForFileSize = true;
         break;
       }
-      if (type === FrameType.MSG) {
-        const msgId = u32(d, pos + 5);
-        const nameStart = pos + 10;
-        const nameEnd = nameStart + d[pos + 9]!;
-        out.writeRecord(source.clientId, msgId, d, nameStart, nameEnd, d, nameEnd, end);
-        source.batchLastId = msgId;
-        source.batchRecords++;
-        this.#batchCount++;
-      } else if (type === RECORD_WITH_CLIENT) {
-        const msgId = u32(d, pos + 9);
-        const nameStart = pos + 14;
-        const nameEnd = nameStart + d[pos + 13]!;
-        out.writeRecord(u32(d, pos + 5), msgId, d, nameStart, nameEnd, d, nameEnd, end);
+      // A RECORD_WITH_CLIENT is a MSG frame with its client_id in front of the msg_id.
+      const at = type === FrameType.MSG ? pos + 5 : type === RECORD_WITH_CLIENT ? pos + 9 : -1;
+      if (at >= 0) {
+        const clientId = at === pos + 5 ? source.clientId : readU32(d, pos + 5);
+        const msgId = readU32(d, at);
+        const nameStart = at + 5;
+        const nameEnd = nameStart + d[at + 4]!;
+        out.writeRecord(clientId, msgId, d, nameStart, nameEnd, d, nameEnd, end);
         source.batchLastId = msgId;
         source.batchRecords++;
         this.#batchCount++;
       }
       pos = end;
-      if (this.#batchCount >= limit || out.length >= MAX_BATCH_BYTES) break;
+      if (this.#batchCount >= limit || out.length >= MAX_BATCH_BYTES) {
+        this.#mustFlush = true;
+        break;
+      }
     }
     this.#segEntries.push(entry);
     this.#segStarts.push(start);
@@ -375,7 +368,8 @@ export class Writer {
     out.clear();
     out.shrinkTo(2 * MAX_BATCH_BYTES);
     this.#batchCount = 0;
-    this.#fileFull = this.#mustFlush;
+    this.#fileFull = this.#cutForFileSize;
+    this.#cutForFileSize = false;
     this.#mustFlush = false;
     this.#seq++;
     if (this.#reopenWanted) await this.#reopen();
@@ -465,11 +459,12 @@ export class Writer {
     for (let s = 0; s < this.#segEntries.length; s++) {
       const entry = this.#segEntries[s]!;
       const d = entry.data;
-      for (let pos = this.#segStarts[s]!; pos < this.#segEnds[s]!; pos += 4 + u32(d, pos)) {
+      for (let pos = this.#segStarts[s]!; pos < this.#segEnds[s]!; pos += 4 + readU32(d, pos)) {
         const type = d[pos + 4];
-        if (type === FrameType.MSG || type === RECORD_WITH_CLIENT) {
-          const msgId = u32(d, type === FrameType.MSG ? pos + 5 : pos + 9);
-          entry.source.refuse(msgId, NackCode.STORAGE_ERROR, "storage error");
+        if (type === FrameType.MSG) {
+          entry.source.refuse(readU32(d, pos + 5), NackCode.STORAGE_ERROR, "storage error");
+        } else if (type === RECORD_WITH_CLIENT) {
+          entry.source.refuse(readU32(d, pos + 9), NackCode.STORAGE_ERROR, "storage error");
         }
       }
     }
