@@ -830,20 +830,8 @@ async function handshake(
 // ---------------------------------------------------------------------------------------------
 // Running a phase
 
-/** What one phase measured. */
-export interface PhaseResult {
-  /** The phase's label. */
-  name: string;
-  /** Connections asked for. */
-  connections: number;
-  /** Messages in flight per connection. */
-  window: number;
-  /** Payload bytes per message. */
-  size: number;
-  /** Seconds of sending, or null for a fixed count. */
-  durationS: number | null;
-  /** Messages to send in total, or null when timed. */
-  count: number | null;
+/** What one phase measured, with the spec it ran (less the report-only flag). */
+export interface PhaseResult extends Omit<PhaseSpec, "perClientTable"> {
   /** Connections that completed HELLO/WELCOME. */
   connected: number;
   /** Connections that could not be opened or were refused. */
