@@ -123,13 +123,13 @@ Deno.test("LineBuffer appends records after each other and clear() starts over",
 
 Deno.test("LineBuffer grows by doubling for a big payload and keeps what it held", () => {
   const out = new LineBuffer(16);
-  // 24 + 1 + 2 * 1 = 27 bytes reserved: 16 doubles to 32.
+  // 24 + 1 + 2 * 1 bytes reserved, plus 32 spare: 16 doubles to 64.
   write(out, 1, 1, enc.encode("a"), enc.encode("x"));
-  equal(out.bytes.length, 32);
-  // 8 written + 24 + 1 + 2 * 100 = 233 bytes needed: 32 doubles to 256.
+  equal(out.capacity, 64);
+  // 8 written + 24 + 1 + 2 * 100 + 32 = 265 bytes needed: 64 doubles to 512.
   const payload = new Uint8Array(100).fill(0x5c);
   write(out, 2, 2, enc.encode("b"), payload);
-  equal(out.bytes.length, 256);
+  equal(out.capacity, 512);
   equal(out.length, 8 + 6 + 200 + 1);
   equal(dec.decode(out.bytes.subarray(0, 8)), "1 1 a x\n");
 
@@ -137,8 +137,8 @@ Deno.test("LineBuffer grows by doubling for a big payload and keeps what it held
   const big = new Uint8Array(3 * 1024 * 1024);
   for (let i = 0; i < big.length; i++) big[i] = Math.floor(rand() * 256);
   write(out, 3, 3, enc.encode("c"), big);
-  ok(out.bytes.length >= out.length);
-  equal(out.bytes.length & (out.bytes.length - 1), 0, "a power of two times 16");
+  ok(out.capacity >= out.length);
+  equal(out.capacity & (out.capacity - 1), 0, "a power of two times 16");
   const records = parseFile(written(out));
   equal(records.length, 3);
   deepStrictEqual(records[2], record(3, 3, "c", big));
@@ -148,14 +148,75 @@ Deno.test("LineBuffer grows by doubling for a big payload and keeps what it held
 Deno.test("LineBuffer shrinkTo releases grown memory only when empty", () => {
   const out = new LineBuffer(64);
   write(out, 1, 1, enc.encode("a"), new Uint8Array(1000));
-  equal(out.bytes.length, 2048);
+  equal(out.capacity, 4096); // 24 + 1 + 2 * 1000 + 32 spare, doubled up from 64
   out.shrinkTo(64);
-  equal(out.bytes.length, 2048, "not while it holds a record");
+  equal(out.capacity, 4096, "not while it holds a record");
   out.clear();
   out.shrinkTo(64);
-  equal(out.bytes.length, 64);
+  equal(out.capacity, 64);
   out.shrinkTo(128);
-  equal(out.bytes.length, 64, "never grows");
+  equal(out.capacity, 64, "never grows");
+  write(out, 2, 2, enc.encode("b"), enc.encode("after"));
+  equal(dec.decode(written(out)), "2 2 b after\n");
+});
+
+/** MSG-like records back to back: `name | payload` each, as the writer stages a queue entry. */
+function stagedSource(records: [string, Uint8Array][]): {
+  src: Uint8Array;
+  ranges: [number, number, number][];
+} {
+  const parts: Uint8Array[] = [];
+  const ranges: [number, number, number][] = [];
+  let at = 3; // not at 0, so offsets are really taken from the ranges
+  parts.push(enc.encode("xyz"));
+  for (const [name, payload] of records) {
+    const n = enc.encode(name);
+    parts.push(n, payload);
+    ranges.push([at, at + n.length, at + n.length + payload.length]);
+    at += n.length + payload.length;
+  }
+  const src = new Uint8Array(at);
+  let o = 0;
+  for (const p of parts) {
+    src.set(p, o);
+    o += p.length;
+  }
+  return { src, ranges };
+}
+
+Deno.test("LineBuffer.writeStaged formats records of a staged source, also while it grows", () => {
+  const rand = mulberry32(11);
+  const records: [string, Uint8Array][] = [];
+  for (let i = 0; i < 300; i++) {
+    const payload = new Uint8Array(Math.floor(rand() * 70));
+    // Mostly plain bytes, some to escape, at every position of a 16-byte block.
+    for (let j = 0; j < payload.length; j++) {
+      payload[j] = rand() < 0.05 ? [0x5c, 0x0a, 0x0d][Math.floor(rand() * 3)]! : 0x41 + j % 26;
+    }
+    records.push([`name_${i}`, payload]);
+  }
+  const { src, ranges } = stagedSource(records);
+  const out = new LineBuffer(16); // grows many times with the source staged
+  out.stage(src);
+  src.fill(0); // what was staged is a copy
+  ranges.forEach(([ns, ne, pe], i) => out.writeStaged(9, i + 1, ns, ne, pe));
+  const parsed = parseFile(written(out));
+  equal(parsed.length, records.length);
+  parsed.forEach((r, i) => deepStrictEqual(r, record(9, i + 1, records[i]![0], records[i]![1])));
+});
+
+Deno.test("LineBuffer.writeStaged refuses ranges outside the staged source", () => {
+  const out = new LineBuffer(64);
+  out.stage(enc.encode("nameabc"));
+  throws(() => out.writeStaged(1, 1, 0, 4, 8), RangeError);
+  throws(() => out.writeStaged(1, 1, 5, 4, 7), RangeError);
+  throws(() => out.writeStaged(1, 1, -1, 4, 7), RangeError);
+  equal(out.length, 0);
+  out.writeStaged(1, 1, 0, 4, 7);
+  equal(dec.decode(written(out)), "1 1 name abc\n");
+  out.clear();
+  out.shrinkTo(0); // a new memory: the staged source is gone
+  throws(() => out.writeStaged(1, 1, 0, 4, 7), RangeError);
 });
 
 Deno.test("LineBuffer created with 0 bytes can still write a record", async () => {
@@ -316,4 +377,34 @@ Deno.test("parseFile names the line number of a malformed line", () => {
     name: "SyntaxError",
     message: "Cannot parse line: fewer than 4 fields (line 1)",
   });
+});
+
+/** The escaping rule, written plainly, to check the formatter against. */
+function escapeReference(payload: Uint8Array): string {
+  let s = "";
+  for (const c of payload) {
+    s += c === 0x5c ? "\\\\" : c === 0x0a ? "\\n" : c === 0x0d ? "\\r" : String.fromCharCode(c);
+  }
+  return s;
+}
+
+Deno.test("LineBuffer escapes a special byte at every position of payloads of 0 to 48 bytes", () => {
+  const out = new LineBuffer(64);
+  for (let length = 0; length <= 48; length++) {
+    const cases: Uint8Array[] = [new Uint8Array(length).fill(0x61)];
+    for (let at = 0; at < length; at++) {
+      for (const special of [0x5c, 0x0a, 0x0d]) {
+        const payload = new Uint8Array(length).fill(0x61);
+        payload[at] = special;
+        payload[length - 1 - at] = special; // and a second one, mirrored
+        cases.push(payload);
+      }
+    }
+    cases.push(new Uint8Array(length).fill(0x5c));
+    for (const payload of cases) {
+      out.clear();
+      write(out, 1, 2, enc.encode("n"), payload);
+      equal(dec.decode(written(out)), `1 2 n ${escapeReference(payload)}\n`);
+    }
+  }
 });

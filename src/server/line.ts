@@ -9,6 +9,8 @@
  * @module
  */
 
+import { LINE_WASM } from "./line_wasm.ts";
+
 const SPACE = 0x20;
 const LF = 0x0a;
 const CR = 0x0d;
@@ -16,11 +18,34 @@ const BACKSLASH = 0x5c;
 const LETTER_N = 0x6e;
 const LETTER_R = 0x72;
 const DIGIT_0 = 0x30;
-/** Payloads at least this long are scanned for escapes before the byte loop. */
-const SCAN_MIN = 16;
+const PAGE_BYTES = 64 * 1024;
+/** Spare bytes after the output and after the staged source: line.wat copies 16 at a time. */
+const SPARE = 32;
+/** A line's bytes beyond its name and payload: two u32 ids in decimal, three spaces, a LF. */
+const LINE_OVERHEAD = 24;
+/** Room kept for staged sources at first; it grows for bigger ones. */
+const INITIAL_STAGE_BYTES = 64 * 1024;
+
+// Compiled once; each LineBuffer instantiates it with a memory of its own.
+const lineModule = new WebAssembly.Module(LINE_WASM);
+
+interface LineExports {
+  memory: WebAssembly.Memory;
+  line(
+    at: number,
+    clientId: number,
+    msgId: number,
+    nameStart: number,
+    nameEnd: number,
+    payloadEnd: number,
+  ): number;
+}
 
 /**
- * A growable byte buffer that records are formatted into.
+ * A growable byte buffer that records are formatted into. It lives in the memory of its own
+ * instance of line.wat, which formats a record in one call: a source (the frames of one queue
+ * entry) is copied in once with {@linkcode LineBuffer.stage}, then each of its records is
+ * formatted with {@linkcode LineBuffer.writeStaged}.
  *
  * @example
  * ```ts
@@ -32,69 +57,120 @@ const SCAN_MIN = 16;
  * ```
  */
 export class LineBuffer {
-  /** The bytes; valid up to `length`. Replaced when the buffer grows. */
-  bytes: Uint8Array;
-  /** Bytes written so far. */
+  /** Bytes written so far, from offset 0 of `bytes`. */
   length = 0;
+  #exports!: LineExports;
+  #memory!: Uint8Array;
+  /** Output room: lines go in [0, capacity), then SPARE bytes, then the staged source. */
+  #capacity = 0;
+  #stageLength = 0;
 
   constructor(initialBytes = 64 * 1024) {
-    this.bytes = new Uint8Array(initialBytes);
+    this.#instantiate(Math.max(initialBytes, 0));
   }
 
-  #view: DataView | null = null;
-  #viewOf: Uint8Array | null = null;
-
-  /**
-   * Whether `src[start, end)` has no byte to escape, checked four bytes at a time. The DataView
-   * is made once per source array (one per queue entry), not per record.
-   */
-  #isClean(src: Uint8Array, start: number, end: number): boolean {
-    if (this.#viewOf !== src) {
-      this.#view = new DataView(src.buffer, src.byteOffset, src.byteLength);
-      this.#viewOf = src;
-    }
-    const view = this.#view!;
-    let i = start;
-    for (; i + 4 <= end; i += 4) {
-      const v = view.getUint32(i);
-      // Per byte, "equals c" is "v ^ c has a zero byte": the classic has-zero-byte bit trick.
-      const a = v ^ 0x5c5c5c5c, b = v ^ 0x0a0a0a0a, c = v ^ 0x0d0d0d0d;
-      if (
-        (((a - 0x01010101) & ~a) | ((b - 0x01010101) & ~b) | ((c - 0x01010101) & ~c)) &
-        0x80808080
-      ) return false;
-    }
-    for (; i < end; i++) {
-      const c = src[i]!;
-      if (c === BACKSLASH || c === LF || c === CR) return false;
-    }
-    return true;
+  /** The bytes; valid up to `length`. Replaced when the buffer grows. */
+  get bytes(): Uint8Array {
+    return this.#memory;
   }
 
-  /** Forgets the content, keeping the memory. */
+  /** Bytes of lines it holds before it must grow. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  #instantiate(capacity: number): void {
+    const instance = new WebAssembly.Instance(lineModule);
+    this.#exports = instance.exports as unknown as LineExports;
+    this.#capacity = capacity;
+    this.#stageLength = 0;
+    this.#ensureMemory(capacity + SPARE + INITIAL_STAGE_BYTES + SPARE);
+  }
+
+  #ensureMemory(bytes: number): void {
+    const memory = this.#exports.memory;
+    const have = memory.buffer.byteLength;
+    if (bytes > have) memory.grow(Math.ceil((bytes - have) / PAGE_BYTES));
+    // Growing detaches the old view; a fresh view is cheap and made only here.
+    if (this.#memory === undefined || this.#memory.buffer !== memory.buffer) {
+      this.#memory = new Uint8Array(memory.buffer);
+    }
+  }
+
+  /** Forgets the lines written, keeping the memory and the staged source. */
   clear(): void {
     this.length = 0;
   }
 
-  /** Makes room for `n` more bytes. */
+  /** Makes room for `n` more bytes of lines. */
   reserve(n: number): void {
-    const need = this.length + n;
-    if (need <= this.bytes.length) return;
-    let size = Math.max(this.bytes.length * 2, 1);
-    while (size < need) size *= 2;
-    const grown = new Uint8Array(size);
-    grown.set(this.bytes.subarray(0, this.length));
-    this.bytes = grown;
-  }
-
-  /** Shrinks back to `bytes` of capacity if it grew past it and is empty. */
-  shrinkTo(bytes: number): void {
-    if (this.length === 0 && this.bytes.length > bytes) this.bytes = new Uint8Array(bytes);
+    const need = this.length + n + SPARE;
+    if (need <= this.#capacity) return;
+    let capacity = Math.max(this.#capacity * 2, 1);
+    while (capacity < need) capacity *= 2;
+    const stageAt = this.#capacity + SPARE;
+    this.#ensureMemory(capacity + SPARE + this.#stageLength + SPARE);
+    // The staged source sits after the output room: move it up with it.
+    this.#memory.copyWithin(capacity + SPARE, stageAt, stageAt + this.#stageLength);
+    this.#capacity = capacity;
   }
 
   /**
-   * Appends one record line. `name` is `src[nameStart, nameEnd)` and the payload
-   * `payload[payloadStart, payloadEnd)`; both are copied, the payload escaped.
+   * Starts over in a new memory of `bytes` if this one grew past it and holds no lines; the
+   * staged source is forgotten too. (A WebAssembly memory cannot shrink.)
+   */
+  shrinkTo(bytes: number): void {
+    if (this.length === 0 && this.#capacity > bytes) this.#instantiate(bytes);
+  }
+
+  /**
+   * Copies `src` in as the source that {@linkcode LineBuffer.writeStaged} reads; it replaces
+   * the one before. Later changes to `src` are not seen.
+   */
+  stage(src: Uint8Array): void {
+    const stageAt = this.#capacity + SPARE;
+    this.#ensureMemory(stageAt + src.length + SPARE);
+    this.#memory.set(src, stageAt);
+    this.#stageLength = src.length;
+  }
+
+  /**
+   * Appends one record line whose name is `[nameStart, nameEnd)` of the staged source and whose
+   * payload follows it up to `payloadEnd`, as in a MSG frame; the payload is escaped.
+   */
+  writeStaged(
+    clientId: number,
+    msgId: number,
+    nameStart: number,
+    nameEnd: number,
+    payloadEnd: number,
+  ): void {
+    if (nameStart < 0 || nameStart > nameEnd || nameEnd > payloadEnd) {
+      throw new RangeError(
+        `Cannot write a record: bad ranges ${nameStart}, ${nameEnd}, ${payloadEnd}`,
+      );
+    }
+    if (payloadEnd > this.#stageLength) {
+      throw new RangeError(
+        `Cannot write a record: it ends at ${payloadEnd}, past the ${this.#stageLength} bytes staged`,
+      );
+    }
+    // Every payload byte may take two.
+    this.reserve(LINE_OVERHEAD + (nameEnd - nameStart) + 2 * (payloadEnd - nameEnd));
+    const stageAt = this.#capacity + SPARE;
+    this.length = this.#exports.line(
+      this.length,
+      clientId,
+      msgId,
+      stageAt + nameStart,
+      stageAt + nameEnd,
+      stageAt + payloadEnd,
+    );
+  }
+
+  /**
+   * Appends one record line from separate arrays: `name[nameStart, nameEnd)` and
+   * `payload[payloadStart, payloadEnd)`. Stages both, so it replaces the staged source.
    */
   writeRecord(
     clientId: number,
@@ -106,74 +182,15 @@ export class LineBuffer {
     payloadStart: number,
     payloadEnd: number,
   ): void {
-    // 10 digits per id, 3 spaces, a line feed, and every payload byte possibly escaped.
-    this.reserve(24 + (nameEnd - nameStart) + 2 * (payloadEnd - payloadStart));
-    const out = this.bytes;
-    let p = writeDecimal(out, this.length, clientId);
-    out[p++] = SPACE;
-    p = writeDecimal(out, p, msgId);
-    out[p++] = SPACE;
-    for (let i = nameStart; i < nameEnd; i++) out[p++] = name[i]!;
-    out[p++] = SPACE;
-    const n = payloadEnd - payloadStart;
-    if (n >= SCAN_MIN && this.#isClean(payload, payloadStart, payloadEnd)) {
-      // Nothing to escape: scan four bytes at a time, then one native copy (1.1x the byte loop
-      // for 100 B payloads, old and new writeRecord benched side by side in one process).
-      out.set(payload.subarray(payloadStart, payloadEnd), p);
-      p += n;
-    } else {
-      for (let i = payloadStart; i < payloadEnd; i++) {
-        const c = payload[i]!;
-        if (c === BACKSLASH) {
-          out[p++] = BACKSLASH;
-          out[p++] = BACKSLASH;
-        } else if (c === LF) {
-          out[p++] = BACKSLASH;
-          out[p++] = LETTER_N;
-        } else if (c === CR) {
-          out[p++] = BACKSLASH;
-          out[p++] = LETTER_R;
-        } else {
-          out[p++] = c;
-        }
-      }
-    }
-    out[p++] = LF;
-    this.length = p;
+    const nameLength = nameEnd - nameStart;
+    const payloadLength = payloadEnd - payloadStart;
+    const stageAt = this.#capacity + SPARE;
+    this.#ensureMemory(stageAt + nameLength + payloadLength + SPARE);
+    this.#memory.set(name.subarray(nameStart, nameEnd), stageAt);
+    this.#memory.set(payload.subarray(payloadStart, payloadEnd), stageAt + nameLength);
+    this.#stageLength = nameLength + payloadLength;
+    this.writeStaged(clientId, msgId, 0, nameLength, nameLength + payloadLength);
   }
-}
-
-/** Writes `n` (a u32) in decimal at `offset`; returns the offset after the last digit. */
-function writeDecimal(out: Uint8Array, offset: number, n: number): number {
-  if (n < 10) {
-    out[offset] = DIGIT_0 + n;
-    return offset + 1;
-  }
-  const digits = n < 100
-    ? 2
-    : n < 1e3
-    ? 3
-    : n < 1e4
-    ? 4
-    : n < 1e5
-    ? 5
-    : n < 1e6
-    ? 6
-    : n < 1e7
-    ? 7
-    : n < 1e8
-    ? 8
-    : n < 1e9
-    ? 9
-    : 10;
-  let p = offset + digits;
-  // `>>> 0` truncates like Math.floor for any u32, without a call.
-  for (let m = n; m > 0;) {
-    const q = (m / 10) >>> 0;
-    out[--p] = DIGIT_0 + m - q * 10;
-    m = q;
-  }
-  return offset + digits;
 }
 
 /** One record read back from a line of the file. */

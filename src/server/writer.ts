@@ -221,6 +221,8 @@ export class Writer {
     const limit = this.#opts.msgPerWrite;
     const start = pos;
     if (this.#batchCount === 0) this.#firstAt = performance.now();
+    // Staged again after a flush cut the entry short: a flush may start a new buffer.
+    out.stage(d);
     if (source.batchSeq !== this.#seq) {
       source.batchSeq = this.#seq;
       source.batchLastId = 0;
@@ -242,7 +244,7 @@ export class Writer {
         const msgId = readU32(d, at);
         const nameStart = at + 5;
         const nameEnd = nameStart + d[at + 4]!;
-        out.writeRecord(clientId, msgId, d, nameStart, nameEnd, d, nameEnd, end);
+        out.writeStaged(clientId, msgId, nameStart, nameEnd, end);
         source.batchLastId = msgId;
         source.batchRecords++;
         this.#batchCount++;
