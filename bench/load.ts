@@ -1377,6 +1377,8 @@ async function main(args: string[]): Promise<number> {
     if (result.timedOut) break;
   }
 
+  // Read before the file check, which is the bench's own work, not load generation.
+  const selfCpu = await readCpu(Deno.pid);
   let cpu: { user: number; sys: number } | null = null;
   let peak: number | null = null;
   let exit: Report["server"]["exit"] = null;
@@ -1410,7 +1412,6 @@ async function main(args: string[]): Promise<number> {
     if (r.errors > 0) problems.push(`phase "${r.name}": ${r.errors} errors`);
   }
   if (results.length < options.phases.length) problems.push("not every phase ran");
-  const selfCpu = await readCpu(Deno.pid);
   const report: Report = {
     preset: options.preset,
     ackMode: child === null ? null : options.ackMode,
