@@ -211,6 +211,9 @@ Deno.test("LineBuffer.writeStaged refuses ranges outside the staged source", () 
   throws(() => out.writeStaged(1, 1, 0, 4, 8), RangeError);
   throws(() => out.writeStaged(1, 1, 5, 4, 7), RangeError);
   throws(() => out.writeStaged(1, 1, -1, 4, 7), RangeError);
+  throws(() => out.writeStaged(1, 1, NaN, 4, 7), RangeError);
+  throws(() => out.writeStaged(1, 1, 0, 4, NaN), RangeError);
+  throws(() => out.writeStaged(1, 1, 0, 3.5, 7), RangeError);
   equal(out.length, 0);
   out.writeStaged(1, 1, 0, 4, 7);
   equal(dec.decode(written(out)), "1 1 name abc\n");
@@ -407,4 +410,64 @@ Deno.test("LineBuffer escapes a special byte at every position of payloads of 0 
       equal(dec.decode(written(out)), `1 2 n ${escapeReference(payload)}\n`);
     }
   }
+});
+
+Deno.test("LineBuffer matches the escaping rule on 20,000 random records, staged and not", () => {
+  const rand = mulberry32(0xf0f0);
+  const int = (n: number) => Math.floor(rand() * n);
+  const specials = [0x5c, 0x0a, 0x0d];
+  const randomBytes = (n: number) => {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) b[i] = rand() < 0.3 ? specials[int(3)]! : int(256);
+    return b;
+  };
+  const ids = [0, 9, 10, 2 ** 31 - 1, 2 ** 31, 0xffffffff];
+  const out = new LineBuffer(1); // grows often, moving the staged source each time
+  const expected: number[] = [];
+  const written: number[] = [];
+  const line = (clientId: number, msgId: number, name: Uint8Array, payload: Uint8Array) => {
+    expected.push(...enc.encode(`${clientId} ${msgId} `), ...name, 0x20);
+    for (const c of payload) {
+      if (c === 0x5c) expected.push(0x5c, 0x5c);
+      else if (c === 0x0a) expected.push(0x5c, 0x6e);
+      else if (c === 0x0d) expected.push(0x5c, 0x72);
+      else expected.push(c);
+    }
+    expected.push(0x0a);
+  };
+  for (let i = 0; i < 20_000; i++) {
+    if (i % 1000 === 999) {
+      for (const b of out.bytes.subarray(0, out.length)) written.push(b);
+      out.clear();
+      out.shrinkTo(1); // a new memory: what was staged is gone and is staged again below
+    }
+    // An entry of 1 to 8 records, `name | payload` each, as the writer stages it.
+    const records: [Uint8Array, Uint8Array, number, number][] = [];
+    for (let r = 1 + int(8); r > 0; r--) {
+      const name = enc.encode(`n${int(1e6)}`.repeat(1 + int(20)).slice(0, 1 + int(60)));
+      const payload = randomBytes(rand() < 0.1 ? int(300) : int(40));
+      const clientId = rand() < 0.2 ? ids[int(ids.length)]! : int(0x100000000);
+      records.push([name, payload, clientId, int(0x100000000)]);
+    }
+    if (rand() < 0.5) {
+      const { src, ranges } = stagedSource(records.map(([n, p]) => [dec.decode(n), p]));
+      if (!out.isStaged(src)) out.stage(src);
+      ranges.forEach(([ns, ne, pe], r) => {
+        out.writeStaged(records[r]![2], records[r]![3], ns, ne, pe);
+        i++;
+      });
+    } else {
+      for (const [name, payload, clientId, msgId] of records) {
+        const pad = int(4);
+        const padded = new Uint8Array(pad + payload.length + 3).fill(0x0a);
+        padded.set(payload, pad);
+        out.writeRecord(clientId, msgId, name, 0, name.length, padded, pad, pad + payload.length);
+        i++;
+      }
+    }
+    for (const [name, payload, clientId, msgId] of records) line(clientId, msgId, name, payload);
+  }
+  for (const b of out.bytes.subarray(0, out.length)) written.push(b);
+  equal(written.length, expected.length);
+  deepStrictEqual(new Uint8Array(written), new Uint8Array(expected));
 });

@@ -64,6 +64,8 @@ export class LineBuffer {
   /** Output room: lines go in [0, capacity), then SPARE bytes, then the staged source. */
   #capacity = 0;
   #stageLength = 0;
+  /** The array staged last, while its copy is in place. */
+  #staged: Uint8Array | null = null;
 
   constructor(initialBytes = 64 * 1024) {
     this.#instantiate(Math.max(initialBytes, 0));
@@ -84,6 +86,7 @@ export class LineBuffer {
     this.#exports = instance.exports as unknown as LineExports;
     this.#capacity = capacity;
     this.#stageLength = 0;
+    this.#staged = null;
     this.#ensureMemory(capacity + SPARE + INITIAL_STAGE_BYTES + SPARE);
   }
 
@@ -132,6 +135,15 @@ export class LineBuffer {
     this.#ensureMemory(stageAt + src.length + SPARE);
     this.#memory.set(src, stageAt);
     this.#stageLength = src.length;
+    this.#staged = src;
+  }
+
+  /**
+   * Whether `src` is the array staged last and its copy is still in place (a new memory, after
+   * `shrinkTo`, forgets it). It does not see changes made to `src` since it was staged.
+   */
+  isStaged(src: Uint8Array): boolean {
+    return this.#staged === src;
   }
 
   /**
@@ -145,7 +157,11 @@ export class LineBuffer {
     nameEnd: number,
     payloadEnd: number,
   ): void {
-    if (nameStart < 0 || nameStart > nameEnd || nameEnd > payloadEnd) {
+    if (
+      !Number.isInteger(nameStart) || !Number.isInteger(nameEnd) ||
+      !Number.isInteger(payloadEnd) || nameStart < 0 || nameStart > nameEnd ||
+      nameEnd > payloadEnd
+    ) {
       throw new RangeError(
         `Cannot write a record: bad ranges ${nameStart}, ${nameEnd}, ${payloadEnd}`,
       );
@@ -189,6 +205,7 @@ export class LineBuffer {
     this.#memory.set(name.subarray(nameStart, nameEnd), stageAt);
     this.#memory.set(payload.subarray(payloadStart, payloadEnd), stageAt + nameLength);
     this.#stageLength = nameLength + payloadLength;
+    this.#staged = null;
     this.writeStaged(clientId, msgId, 0, nameLength, nameLength + payloadLength);
   }
 }

@@ -10,9 +10,9 @@
 ;; Build: `deno task build:wasm` assembles this file into line_wasm.ts, and a test checks that
 ;; line_wasm.ts is exactly what this file assembles to.
 ;;
-;; Contract with line.ts (which keeps it): every 16-byte copy may read up to 15 bytes past the
-;; name's end and write up to 15 bytes past the line's end, so 32 spare bytes follow both the
-;; staged source and the reserved output.
+;; Contract with line.ts (which keeps it): the 16-byte copies may read up to 16 bytes past the
+;; name's end (for an empty name) and write up to 15 bytes past the line's end, so 32 spare bytes
+;; follow both the staged source and the reserved output.
 (module
   (memory (export "memory") 1)
 
@@ -87,7 +87,6 @@
     (local $i i32)
     (local $end i32)
     (local $c i32)
-    (local $shift i32)
     (local $mask i32)
     (local $k i32)
     (local $v v128)
@@ -113,7 +112,6 @@
     ;; The payload, 16 bytes at a time: a block is stored whole, then if it holds a byte to
     ;; escape, the output goes on from that byte (escaped), overwriting what followed it.
     (local.set $i (local.get $nameEnd))
-    (local.set $shift (i32.sub (local.get $p) (local.get $i)))
     (block $tail
       (loop $block
         (br_if $tail (i32.lt_u (i32.sub (local.get $payloadEnd) (local.get $i)) (i32.const 16)))
@@ -132,13 +130,12 @@
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (local.set $p (i32.add (local.get $p) (i32.const 2)))
         (br $block)))
-    ;; A tail under 16 bytes of a payload of 16 or more with nothing escaped yet: take the
-    ;; payload's last 16 bytes, overlapping bytes already copied, which land where they are.
+    ;; A tail under 16 bytes of a payload of 16 or more: if the payload's last 16 bytes need no
+    ;; escape, store them, overlapping bytes already copied. Those land where they already are:
+    ;; none of them was escaped, so each sits at its input offset plus the same shift as the tail.
     (if (i32.and
           (i32.lt_u (local.get $i) (local.get $payloadEnd))
-          (i32.and
-            (i32.ge_u (i32.sub (local.get $payloadEnd) (local.get $nameEnd)) (i32.const 16))
-            (i32.eq (i32.sub (local.get $p) (local.get $i)) (local.get $shift))))
+          (i32.ge_u (i32.sub (local.get $payloadEnd) (local.get $nameEnd)) (i32.const 16)))
       (then
         (local.set $v (v128.load (i32.sub (local.get $payloadEnd) (i32.const 16))))
         (if (i32.eqz (call $escapeMask (local.get $v)))

@@ -221,8 +221,9 @@ export class Writer {
     const limit = this.#opts.msgPerWrite;
     const start = pos;
     if (this.#batchCount === 0) this.#firstAt = performance.now();
-    // Staged again after a flush cut the entry short: a flush may start a new buffer.
-    out.stage(d);
+    // Once per entry (entries never change once queued), and again if a flush that cut the
+    // entry short started a new buffer.
+    if (!out.isStaged(d)) out.stage(d);
     if (source.batchSeq !== this.#seq) {
       source.batchSeq = this.#seq;
       source.batchLastId = 0;
