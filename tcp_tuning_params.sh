@@ -3,13 +3,17 @@
 #
 # Writes ONE sysctl drop-in file (default /etc/sysctl.d/60-msgserver.conf, overridable with
 # the MSGSERVER_SYSCTL_FILE environment variable) and loads it with `sysctl -p <file>`.
-# It never edits /etc/sysctl.conf, and the file it writes has the same content on every run,
-# so running it again changes nothing. Run with --help for the options.
+# It never edits /etc/sysctl.conf and never lowers a limit the host already has higher; the file
+# it writes has the same content on every run, so running it again changes nothing. Run with
+# --help for the options.
 set -euo pipefail
 
 readonly DEFAULT_SYSCTL_FILE=/etc/sysctl.d/60-msgserver.conf
 SYSCTL_FILE=${MSGSERVER_SYSCTL_FILE:-$DEFAULT_SYSCTL_FILE}
 readonly SYSCTL_FILE
+# Where the current values are read. The tests point it at a fake tree; nothing else should.
+PROC_SYS=${MSGSERVER_PROC_SYS:-/proc/sys}
+readonly PROC_SYS
 # Open-file limit advised for the service (every connection is one file descriptor; the
 # server's MAX_CONNECTIONS default is 16000). Must not exceed fs.nr_open below.
 readonly NOFILE_ADVICE=1048576
@@ -39,6 +43,7 @@ Tunes Linux kernel settings (sysctl) for a msgserver host with many TCP connecti
 Writes one drop-in file and loads it with 'sysctl -p':
   $SYSCTL_FILE
 (set MSGSERVER_SYSCTL_FILE to use another path). It never edits /etc/sysctl.conf,
+never lowers a limit this host already has higher (it keeps that value instead),
 and running it again leaves the same file. Also prints advice on the open-file limit
 (ulimit -n) for the service user.
 
@@ -70,16 +75,20 @@ setting_why() { printf '%s' "${1##*|}"; }
 
 # The drop-in file's content. Deterministic (no dates) so repeated runs write the same file.
 render_file() {
-  local entry key value why
+  local entry key planned value why
   echo "# msgserver: kernel settings for many TCP connections."
   echo "# Written by tcp_tuning_params.sh; edit that script, not this file."
   echo "# Remove with: tcp_tuning_params.sh --revert"
   for entry in "${SETTINGS[@]}"; do
     key=$(setting_key "$entry")
-    value=$(setting_value "$entry")
+    planned=$(setting_value "$entry")
+    value=$(effective_value "$key" "$planned" "$(current_value "$key")")
     why=$(setting_why "$entry")
     echo
     echo "# $why"
+    if [[ $value != "$planned" ]]; then
+      echo "# (msgserver plans $planned; this host already had more, which is kept.)"
+    fi
     echo "$key = $value"
   done
 }
@@ -87,10 +96,11 @@ render_file() {
 # The value the running kernel has for a key, whitespace squeezed to single spaces.
 current_value() {
   local key=$1 path value
-  path=/proc/sys/${key//.//}
+  path=$PROC_SYS/${key//.//}
   if [[ -r $path ]] && value=$(cat "$path" 2>/dev/null); then
     :
-  elif command -v sysctl >/dev/null 2>&1 && value=$(sysctl -n "$key" 2>/dev/null); then
+  elif [[ $PROC_SYS == /proc/sys ]] && command -v sysctl >/dev/null 2>&1 &&
+    value=$(sysctl -n "$key" 2>/dev/null); then
     :
   else
     echo "(unavailable)"
@@ -100,38 +110,66 @@ current_value() {
   echo "$value" | tr -s '[:space:]' ' ' | sed 's/^ //; s/ $//'
 }
 
-# Keys that are upper limits: a value above the planned one is already better, and the plan
-# would lower it (e.g. systemd raises fs.file-max and fs.nr_open far above these at boot).
+# Keys that are upper limits: a value above the planned one is already better, and writing the
+# planned one would lower it (e.g. systemd raises fs.file-max and fs.nr_open far above these at
+# boot, and some hosts allow bigger TCP buffers).
 readonly LIMIT_KEYS=" net.core.somaxconn net.ipv4.tcp_max_syn_backlog net.core.rmem_max net.core.wmem_max net.ipv4.tcp_rmem net.ipv4.tcp_wmem fs.file-max fs.nr_open "
 
-# Succeeds if key is a limit whose current value (its last field) is above the planned one.
-would_lower() {
-  local key=$1 current=$2 planned=$3
-  [[ $LIMIT_KEYS == *" $key "* ]] || return 1
-  current=${current##* }
-  planned=${planned##* }
-  [[ $current =~ ^[0-9]{1,18}$ && $planned =~ ^[0-9]{1,18}$ ]] || return 1
-  ((current > planned))
+# Succeeds if decimal string $1 is a larger number than decimal string $2 (any length: fs.file-max
+# may be 2^63-1, past what a pattern of 18 digits or careless arithmetic would take).
+num_gt() {
+  local a=$1 b=$2
+  while [[ $a == 0?* ]]; do a=${a#0}; done
+  while [[ $b == 0?* ]]; do b=${b#0}; done
+  if ((${#a} != ${#b})); then
+    ((${#a} > ${#b}))
+  else
+    [[ $a > $b ]]
+  fi
 }
 
-# Table of the kernel's current values next to the planned ones; $1 is its heading.
+# The value to write for a key: the planned one, except that for a limit each field keeps the
+# current value where that is higher, so the plan never lowers a limit. Running the script again
+# then plans the same values, as the current ones are what it wrote.
+effective_value() {
+  local key=$1 planned=$2 current=$3 i
+  local -a want have out
+  if [[ $LIMIT_KEYS != *" $key "* ]]; then
+    printf '%s' "$planned"
+    return 0
+  fi
+  read -ra want <<<"$planned"
+  read -ra have <<<"$current"
+  if ((${#want[@]} != ${#have[@]})); then
+    printf '%s' "$planned"
+    return 0
+  fi
+  for i in "${!want[@]}"; do
+    if [[ ${have[i]} =~ ^[0-9]+$ ]] && num_gt "${have[i]}" "${want[i]}"; then
+      out+=("${have[i]}")
+    else
+      out+=("${want[i]}")
+    fi
+  done
+  printf '%s' "${out[*]}"
+}
+
+# Table of the kernel's current values next to the ones the file sets; $1 is its heading.
 print_current_values() {
-  local heading=$1 entry key planned current mark lowered=()
-  echo "$heading (planned value in brackets, * = differs):"
+  local heading=$1 entry key planned value current mark kept=()
+  echo "$heading (value the file sets in brackets, * = differs):"
   for entry in "${SETTINGS[@]}"; do
     key=$(setting_key "$entry")
     planned=$(setting_value "$entry")
     current=$(current_value "$key")
+    value=$(effective_value "$key" "$planned" "$current")
     mark=" "
-    [[ $current == "$planned" ]] || mark="*"
-    printf '  %s %-30s %-24s [%s]\n' "$mark" "$key" "$current" "$planned"
-    if would_lower "$key" "$current" "$planned"; then
-      lowered+=("$key")
-    fi
+    [[ $current == "$value" ]] || mark="*"
+    printf '  %s %-30s %-24s [%s]\n' "$mark" "$key" "$current" "$value"
+    [[ $value == "$planned" ]] || kept+=("$key")
   done
-  if ((${#lowered[@]} > 0)); then
-    echo "WARNING: the plan sets these limits LOWER than they are now: ${lowered[*]}"
-    echo "         Check that this is wanted; edit the values in this script if not."
+  if ((${#kept[@]} > 0)); then
+    echo "Kept where this host already has more than msgserver plans: ${kept[*]}"
   fi
 }
 
