@@ -266,7 +266,8 @@ function readmeMemoryBound(c: {
 }): number {
   const m = c.maxMessageBytes;
   return c.maxConnections * (2 * Math.max(64 * KIB, m + 270) + 160 * KIB) +
-    2 * c.queueMaxBytes + 2 * (4 * MIB + 2 * m) + README_RUNTIME_BYTES;
+    2 * c.queueMaxBytes + 2 * (4 * MIB + 2 * m) + Math.max(64 * KIB, m + 270) +
+    README_RUNTIME_BYTES;
 }
 /** "plus the runtime (about 60 MB)". */
 const README_RUNTIME_BYTES = 60 * 1000 * 1000;

@@ -27,7 +27,18 @@ const LINE_OVERHEAD = 24;
 const INITIAL_STAGE_BYTES = 64 * 1024;
 
 // Compiled once; each LineBuffer instantiates it with a memory of its own.
-const lineModule = new WebAssembly.Module(LINE_WASM);
+const lineModule = compileLineModule();
+
+function compileLineModule(): WebAssembly.Module {
+  try {
+    return new WebAssembly.Module(LINE_WASM);
+  } catch (e) {
+    throw new Error(
+      "Cannot load the line formatter (src/server/line.wat): it needs WebAssembly SIMD, which " +
+        `this CPU or runtime lacks (on x86-64 it needs SSE4.1): ${(e as Error).message}`,
+    );
+  }
+}
 
 interface LineExports {
   memory: WebAssembly.Memory;
