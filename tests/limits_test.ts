@@ -4,7 +4,8 @@
 import { deepStrictEqual, equal, fail, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { Decoded } from "../src/protocol/decoder.ts";
-import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";
+import { encodeHello, encodeMsg, FrameType } from "../src/protocol/frames.ts";
+import { OUTBOX_HIGH_WATER } from "../src/server/connection.ts";
 import {
   closeQuietly,
   concat,
@@ -257,7 +258,8 @@ Deno.test("giants: a 64 KiB control frame is read promptly even with a small MAX
 /**
  * The README's worst case ("Limits"), computed as it is written there:
  * `MAX_CONNECTIONS × (2 × max(64 KiB, M + 270) + 160 KiB) + 2 × QUEUE_MAX_BYTES +
- * 2 × (4 MiB + 2 × M)` with M = MAX_MESSAGE_BYTES, "plus the runtime (about 60 MB)".
+ * 2 × (4 MiB + 2 × M) + max(64 KiB, M + 270)` with M = MAX_MESSAGE_BYTES, "plus the runtime
+ * (about 60 MB)".
  */
 function readmeMemoryBound(c: {
   maxConnections: number;
@@ -516,4 +518,65 @@ Deno.test("sloths: 1,000 slow or silent peers are cut by the timeouts and do not
     await server.stop();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a peer that never reads its NACKs: the server holds ~2 x 64 KiB of replies, stops, then sends them all", async () => {
+  await withServer({}, async ({ server, port }) => {
+    const { peer, welcome } = await RawPeer.hello(port, 9);
+    match(welcome, /^WELCOME/);
+    // Id 1 once, then 8 MiB of 11-byte frames that repeat it: each earns a NACK 3 of about 50
+    // bytes, so one 64 KiB read owes some 300 KB of replies, far past what the kernel's socket
+    // buffers take while the peer does not read.
+    const frame = encodeMsg(1, new TextEncoder().encode("n"), new Uint8Array(0));
+    const duplicates = Math.floor(8 * 1024 * 1024 / frame.length);
+    const flood = new Uint8Array((duplicates + 1) * frame.length);
+    for (let i = 0; i <= duplicates; i++) flood.set(frame, i * frame.length);
+    const writing = peer.write(flood);
+
+    let maxPending = 0;
+    let last = -1;
+    let stillSince = performance.now();
+    const deadline = performance.now() + 20_000;
+    while (performance.now() < deadline) {
+      const s = server.stats();
+      maxPending = Math.max(maxPending, s.replyBytesPending);
+      if (s.duplicates !== last) {
+        last = s.duplicates;
+        stillSince = performance.now();
+      } else if (performance.now() - stillSince > 500) {
+        break;
+      }
+      await delay(2);
+    }
+    ok(last < duplicates, `the server went on decoding: ${last} of ${duplicates} duplicates`);
+
+    // Now the peer reads, slowly: whenever the server may go on, its socket holds a full read of
+    // duplicates. Every NACK arrives, and the ACK for id 1.
+    const decoder = serverFrameDecoder();
+    let nacks = 0;
+    let acks = 0;
+    let reads = 0;
+    const readDeadline = performance.now() + 60_000;
+    while (nacks < duplicates || acks < 1) {
+      ok(performance.now() < readDeadline, `only ${nacks} NACKs and ${acks} ACKs in 60 s`);
+      maxPending = Math.max(maxPending, server.stats().replyBytesPending);
+      if (++reads % 16 === 0) await delay(1);
+      const n = await peer.conn.read(decoder.readTarget());
+      if (n === null) fail(`closed after ${nacks} NACKs`);
+      decoder.commit(n);
+      for (let r = decoder.next(); r === Decoded.FRAME; r = decoder.next()) {
+        if (decoder.type === FrameType.NACK) nacks++;
+        else if (decoder.type === FrameType.ACK) acks++;
+        else fail(`unexpected frame type ${decoder.type}`);
+      }
+    }
+    await writing;
+    ok(
+      maxPending <= 2 * (OUTBOX_HIGH_WATER + 1024),
+      `${maxPending} reply bytes held for one peer, over 2 x (64 KiB + 1 KiB)`,
+    );
+    equal(nacks, duplicates);
+    equal(server.stats().duplicates, duplicates);
+    peer.close();
+  });
 });

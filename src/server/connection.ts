@@ -51,6 +51,8 @@ export interface Served {
   readonly waitingOnServer: boolean;
   /** When the last whole frame arrived (ms, `performance.now()`). */
   readonly lastActivity: number;
+  /** Reply bytes not yet taken by the socket. */
+  readonly pendingReplyBytes: number;
   /** Reads and serves until the connection ends. */
   serve(): Promise<void>;
   /** Shutdown: closes after every ack owed is sent. */
@@ -78,8 +80,16 @@ export interface ServerContext {
 }
 
 const State = { AWAIT_HELLO: 0, READY: 1, CLOSED: 2 } as const;
-/** Past this many unsent reply bytes, the connection stops reading until the peer catches up. */
-const OUTBOX_HIGH_WATER = 64 * 1024;
+/**
+ * Past this many unsent reply bytes, a connection stops reading and decoding until the peer
+ * catches up (the legacy protocol's acks count too).
+ */
+export const OUTBOX_HIGH_WATER = 64 * 1024;
+/**
+ * The outbox grows by doubling, but not past this on the way (unless one reply needs it): it stops
+ * taking replies just past OUTBOX_HIGH_WATER, so doubling to 128 KiB would only waste memory.
+ */
+const OUTBOX_GROWTH_LIMIT = OUTBOX_HIGH_WATER + 4 * 1024;
 /** How long an ERROR may take to reach the peer before the socket is closed anyway. */
 const ERROR_FLUSH_MS = 1000;
 
@@ -124,6 +134,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #spare = new Uint8Array(256);
   #lastAckAt = -1;
   #flushing: Promise<void> | null = null;
+  /** Bytes handed to the socket write under way and not yet taken. */
+  #inFlight = 0;
 
   constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
     this.#conn = conn;
@@ -143,6 +155,11 @@ export class Connection implements RecordSource, SessionOwner, Served {
   /** True while the connection has not yet completed its HELLO. */
   get awaitingHello(): boolean {
     return this.#state === State.AWAIT_HELLO;
+  }
+
+  /** Reply bytes not yet taken by the socket. */
+  get pendingReplyBytes(): number {
+    return this.#outLen + this.#inFlight;
   }
 
   /** True while the connection waits on the server (queue room, a session resume). */
@@ -188,6 +205,17 @@ export class Connection implements RecordSource, SessionOwner, Served {
     let count = 0;
     let first = true;
     while (this.#state !== State.CLOSED) {
+      if (this.#outLen > OUTBOX_HIGH_WATER && this.#flushing !== null) {
+        // One read of tiny refused frames can owe several times its size in NACKs: stop decoding
+        // until the peer takes its replies, as the read loop does.
+        if (count > 0) {
+          await this.#queue(buf.slice(regionStart, regionEnd), count);
+          regionStart = -1;
+          count = 0;
+        }
+        await this.#flushing;
+        continue;
+      }
       const result = decoder.next();
       if (result === Decoded.NEED_MORE) break;
       if (first) {
@@ -518,7 +546,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #reserve(n: number): void {
     const need = this.#outLen + n;
     if (need <= this.#out.length) return;
-    const grown = new Uint8Array(Math.max(need, this.#out.length * 2));
+    const grown = new Uint8Array(
+      Math.max(need, Math.min(this.#out.length * 2, OUTBOX_GROWTH_LIMIT)),
+    );
     grown.set(this.#out.subarray(0, this.#outLen));
     this.#out = grown;
   }
@@ -544,7 +574,11 @@ export class Connection implements RecordSource, SessionOwner, Served {
         this.#outLen = 0;
         this.#lastAckAt = -1;
         let done = 0;
-        while (done < length) done += await this.#conn.write(bytes.subarray(done, length));
+        this.#inFlight = length;
+        while (done < length) {
+          done += await this.#conn.write(bytes.subarray(done, length));
+          this.#inFlight = length - done;
+        }
         this.#spare = bytes;
       }
     } catch (e) {
@@ -557,6 +591,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       this.#outLen = 0;
       this.#closeSocket();
     } finally {
+      this.#inFlight = 0;
       this.#flushing = null;
     }
   }

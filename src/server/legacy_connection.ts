@@ -14,7 +14,7 @@
 import { readU32 } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { ChannelClosedError } from "./channel.ts";
-import type { Served, ServerContext } from "./connection.ts";
+import { OUTBOX_HIGH_WATER, type Served, type ServerContext } from "./connection.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./writer.ts";
 
 /** Bytes in one legacy frame. */
@@ -76,6 +76,8 @@ export class LegacyConnection implements RecordSource, Served {
   // Acks owed but not yet written, and the write in flight that carries earlier ones.
   #acksOwed = 0;
   #flushing: Promise<void> | null = null;
+  /** Ack bytes handed to the socket write under way and not yet taken. */
+  #inFlight = 0;
   /** Records queued but not yet acked by the writer. */
   #unacked = 0;
   #allSettled: (() => void) | null = null;
@@ -88,6 +90,11 @@ export class LegacyConnection implements RecordSource, Served {
     this.remote = `${addr.hostname}:${addr.port}`;
   }
 
+  /** Ack bytes not yet taken by the socket. */
+  get pendingReplyBytes(): number {
+    return this.#acksOwed * ACK.length + this.#inFlight;
+  }
+
   /** True once the connection is closed or closing. */
   get isClosed(): boolean {
     return this.#closed;
@@ -98,7 +105,9 @@ export class LegacyConnection implements RecordSource, Served {
     const buf = this.#buf;
     try {
       while (!this.#closed) {
-        if (this.#acksOwed > 64 * 1024 && this.#flushing !== null) await this.#flushing;
+        if (this.#acksOwed * ACK.length > OUTBOX_HIGH_WATER && this.#flushing !== null) {
+          await this.#flushing;
+        }
         const n = await this.#conn.read(buf.subarray(this.#end));
         if (n === null) {
           await this.#awaitAcks();
@@ -242,11 +251,16 @@ export class LegacyConnection implements RecordSource, Served {
         const bytes = new Uint8Array(n * ACK.length);
         for (let i = 0; i < n; i++) bytes.set(ACK, i * ACK.length);
         let done = 0;
-        while (done < bytes.length) done += await this.#conn.write(bytes.subarray(done));
+        this.#inFlight = bytes.length;
+        while (done < bytes.length) {
+          done += await this.#conn.write(bytes.subarray(done));
+          this.#inFlight = bytes.length - done;
+        }
       }
     } catch {
       this.#close();
     } finally {
+      this.#inFlight = 0;
       this.#flushing = null;
     }
   }

@@ -30,6 +30,8 @@ export interface ServerStats extends ConnectionStats {
   connectionsTotal: number;
   queueRecords: number;
   queueBytes: number;
+  /** Reply bytes (acks, NACKs, errors) waiting for their peers to take them. */
+  replyBytesPending: number;
   /** Records acked, in any ACK_MODE. */
   acked: number;
   writer: WriterStats;
@@ -253,6 +255,11 @@ export class MsgServer {
       c("msgserver_batches_total", "Batches written.", s.writer.batches),
       g("msgserver_queue_records", "Records waiting for the writer.", s.queueRecords),
       g("msgserver_queue_bytes", "Bytes waiting for the writer.", s.queueBytes),
+      g(
+        "msgserver_reply_bytes_pending",
+        "Reply bytes waiting for their peers to take them.",
+        s.replyBytesPending,
+      ),
       g("msgserver_resident_memory_bytes", "Resident set size.", Deno.memoryUsage().rss),
       {
         name: "msgserver_batch_records",
@@ -373,9 +380,16 @@ export class MsgServer {
       connectionsTotal: this.#total,
       queueRecords: this.#queue.records,
       queueBytes: this.#queue.bytes,
+      replyBytesPending: this.#replyBytesPending(),
       acked: this.#connStats.ackedOnReceipt + this.#writer.stats.acked,
       writer: { ...this.#writer.stats },
     };
+  }
+
+  #replyBytesPending(): number {
+    let bytes = 0;
+    for (const connection of this.#connections) bytes += connection.pendingReplyBytes;
+    return bytes;
   }
 
   #sweep(): void {
