@@ -32,6 +32,8 @@ Deno.test("/metrics counts messages and batches, /healthz answers ok", async () 
     match(text, /^msgserver_connections_total 1$/m);
     match(text, /^msgserver_write_seconds_count [1-9]\d*$/m);
     match(text, /^msgserver_batch_records_bucket\{le="\+Inf"\} [1-9]\d*$/m);
+    // The client is closed and took all its replies.
+    match(text, /^msgserver_reply_bytes_pending 0$/m);
     const health = await fetch(`${base}/healthz`);
     equal(health.status, 200);
     equal(await health.text(), "ok\n");
