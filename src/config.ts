@@ -165,7 +165,7 @@ const SPECS: Readonly<Record<keyof Config, Spec>> = {
   },
 };
 
-/** All keys, in the order the README documents them. */
+/** All keys, in the order of SPECS (which `--help` lists). */
 export const CONFIG_KEYS = Object.keys(SPECS) as (keyof Config)[];
 
 /** A configuration that cannot be used; the message says what and where. */

@@ -119,7 +119,7 @@ export class FrameDecoder {
       this.#start = this.#end = 0;
       if (this.#buf.length !== this.#base) this.#buf = new Uint8Array(this.#base);
       this.#lastTarget = this.#buf.length;
-      return this.#buf.subarray(0);
+      return this.#buf;
     }
     // Room the partial frame still needs. Grow only for a frame whose header is in and whose
     // length next() has vetted; an oversized MSG needs just its msg_id before it is skipped.

@@ -161,6 +161,22 @@ export function readU32(bytes: Uint8Array, offset: number): number {
     bytes[offset + 3]!) >>> 0;
 }
 
+/**
+ * Writes `n` as a big-endian u32 at `offset`, the counterpart of {@linkcode readU32}.
+ *
+ * @example
+ * ```ts
+ * const b = new Uint8Array(4);
+ * writeU32(b, 0, 258); // b is [0, 0, 1, 2]
+ * ```
+ */
+export function writeU32(bytes: Uint8Array, offset: number, n: number): void {
+  bytes[offset] = n >>> 24;
+  bytes[offset + 1] = (n >>> 16) & 0xff;
+  bytes[offset + 2] = (n >>> 8) & 0xff;
+  bytes[offset + 3] = n & 0xff;
+}
+
 /** Bytes in an encoded ACK frame. */
 export const ACK_FRAME_BYTES = HEADER_BYTES + 4;
 
@@ -174,15 +190,9 @@ export const ACK_FRAME_BYTES = HEADER_BYTES + 4;
  * ```
  */
 export function writeAck(target: Uint8Array, offset: number, msgId: number): number {
-  target[offset] = 0;
-  target[offset + 1] = 0;
-  target[offset + 2] = 0;
-  target[offset + 3] = 5;
+  writeU32(target, offset, 5);
   target[offset + 4] = FrameType.ACK;
-  target[offset + 5] = msgId >>> 24;
-  target[offset + 6] = (msgId >>> 16) & 0xff;
-  target[offset + 7] = (msgId >>> 8) & 0xff;
-  target[offset + 8] = msgId & 0xff;
+  writeU32(target, offset + 5, msgId);
   return offset + ACK_FRAME_BYTES;
 }
 

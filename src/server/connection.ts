@@ -27,7 +27,9 @@ import {
 import { nameProblem } from "../protocol/name.ts";
 import { timingSafeEqual } from "./auth.ts";
 import { type Channel, ChannelClosedError } from "./channel.ts";
+import { writeAll } from "./data_file.ts";
 import { Session, type SessionOwner, type SessionTable } from "./sessions.ts";
+import { within } from "./within.ts";
 import type { Entry, RecordSource } from "./writer.ts";
 
 /** Counters shared by all connections. */
@@ -90,8 +92,8 @@ export const OUTBOX_HIGH_WATER = 64 * 1024;
  * taking replies just past OUTBOX_HIGH_WATER, so doubling to 128 KiB would only waste memory.
  */
 const OUTBOX_GROWTH_LIMIT = OUTBOX_HIGH_WATER + 4 * 1024;
-/** How long an ERROR may take to reach the peer before the socket is closed anyway. */
-const ERROR_FLUSH_MS = 1000;
+/** How long a goodbye (an ERROR, the last acks) may take to reach the peer before the socket is closed anyway. */
+export const ERROR_FLUSH_MS = 1000;
 
 /**
  * One client connection and its service task.
@@ -120,7 +122,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   readonly #decoder: FrameDecoder;
   #state: number = State.AWAIT_HELLO;
   #session: Session | null = null;
-  #pushing: Promise<void> | null = null;
+  /** True while it waits on the server (queue room, a session resume): timeouts do not run. */
   #serverBusy = false;
   readonly #ackOnReceipt: boolean;
   #closing: Promise<void> | null = null;
@@ -134,7 +136,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #spare = new Uint8Array(256);
   #lastAckAt = -1;
   #flushing: Promise<void> | null = null;
-  /** Bytes handed to the socket write under way and not yet taken. */
+  /** Bytes of the socket write under way, until all are taken. */
   #inFlight = 0;
 
   constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
@@ -164,7 +166,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   /** True while the connection waits on the server (queue room, a session resume). */
   get waitingOnServer(): boolean {
-    return this.#serverBusy || this.#pushing !== null;
+    return this.#serverBusy;
   }
 
   /** Reads and serves frames until the peer leaves, breaks the protocol, or the server stops. */
@@ -174,7 +176,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
     let eof = false;
     try {
       while (this.#state !== State.CLOSED) {
-        if (this.#outLen > OUTBOX_HIGH_WATER && this.#flushing !== null) await this.#flushing;
         const n = await conn.read(decoder.readTarget());
         if (n === null) {
           eof = true;
@@ -206,8 +207,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
     let first = true;
     while (this.#state !== State.CLOSED) {
       if (this.#outLen > OUTBOX_HIGH_WATER && this.#flushing !== null) {
-        // One read of tiny refused frames can owe several times its size in NACKs: stop decoding
-        // until the peer takes its replies, as the read loop does.
+        // Before each frame, not only before each read: one read of tiny refused frames can owe
+        // several times its size in NACKs. Stop decoding (and so reading) until the peer takes
+        // its replies.
         if (count > 0) {
           await this.#queue(buf.slice(regionStart, regionEnd), count);
           regionStart = -1;
@@ -339,9 +341,12 @@ export class Connection implements RecordSource, SessionOwner, Served {
       if (!queue.tryPush(entry)) {
         // While this waits for room, a read buffer grown for a big frame is dead weight.
         this.#decoder.releaseIfDrained();
-        this.#pushing = queue.push(entry);
-        await this.#pushing;
-        this.#pushing = null;
+        this.#serverBusy = true;
+        try {
+          await queue.push(entry);
+        } finally {
+          this.#serverBusy = false;
+        }
         this.lastActivity = performance.now(); // the wait was the server's, not the peer's
       }
     } catch (e) {
@@ -573,12 +578,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
         this.#out = this.#spare;
         this.#outLen = 0;
         this.#lastAckAt = -1;
-        let done = 0;
         this.#inFlight = length;
-        while (done < length) {
-          done += await this.#conn.write(bytes.subarray(done, length));
-          this.#inFlight = length - done;
-        }
+        await writeAll(this.#conn, bytes.subarray(0, length));
+        this.#inFlight = 0;
         this.#spare = bytes;
       }
     } catch (e) {
@@ -599,14 +601,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
 function unknownType(type: number): string {
   return `unknown frame type 0x${type.toString(16).padStart(2, "0")}`;
-}
-
-/** Resolves when `promise` settles or after `ms`, whichever is first; null is done at once. */
-async function within(promise: Promise<void> | null, ms: number): Promise<void> {
-  if (promise === null) return;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([promise, new Promise<void>((r) => timer = setTimeout(r, ms))]);
-  clearTimeout(timer);
 }
 
 const ACCEPTED = 0;

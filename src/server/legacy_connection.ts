@@ -11,10 +11,17 @@
  * @module
  */
 
-import { readU32 } from "../protocol/frames.ts";
+import { readU32, writeU32 } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { ChannelClosedError } from "./channel.ts";
-import { OUTBOX_HIGH_WATER, type Served, type ServerContext } from "./connection.ts";
+import {
+  ERROR_FLUSH_MS,
+  OUTBOX_HIGH_WATER,
+  type Served,
+  type ServerContext,
+} from "./connection.ts";
+import { writeAll } from "./data_file.ts";
+import { within } from "./within.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./writer.ts";
 
 /** Bytes in one legacy frame. */
@@ -30,14 +37,11 @@ const FRAMES_PER_READ = 16;
 // An internal record: length, type, client_id, msg_id, name_len, name, payload.
 const RECORD_OVERHEAD = 4 + 1 + 4 + 4 + 1;
 const ACK = new TextEncoder().encode("ack");
+/** `ack` repeated, sliced for each write of owed acks rather than built per write. */
+const ACKS = new Uint8Array(Math.ceil(OUTBOX_HIGH_WATER / ACK.length) * ACK.length).map((_, i) =>
+  ACK[i % ACK.length]!
+);
 const DASH = 0x2d;
-
-function putU32(d: Uint8Array, p: number, n: number): void {
-  d[p] = n >>> 24;
-  d[p + 1] = (n >>> 16) & 0xff;
-  d[p + 2] = (n >>> 8) & 0xff;
-  d[p + 3] = n & 0xff;
-}
 
 /** Length of the text at `d[start, start + max)` up to its first NUL. */
 function textLength(d: Uint8Array, start: number, max: number): number {
@@ -70,6 +74,7 @@ export class LegacyConnection implements RecordSource, Served {
 
   readonly #conn: Deno.Conn;
   readonly #ctx: ServerContext;
+  readonly #ackOnReceipt: boolean;
   readonly #buf = new Uint8Array(LEGACY_FRAME_BYTES * FRAMES_PER_READ);
   #end = 0;
   #closed = false;
@@ -88,6 +93,7 @@ export class LegacyConnection implements RecordSource, Served {
     this.id = id;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${addr.hostname}:${addr.port}`;
+    this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
   }
 
   /** Ack bytes not yet taken by the socket. */
@@ -162,7 +168,7 @@ export class LegacyConnection implements RecordSource, Served {
         nameLength = 0;
       }
       const length = 1 + 4 + 4 + 1 + Math.max(nameLength, 1) + messageLength;
-      putU32(out, p, length);
+      writeU32(out, p, length);
       out[p + 4] = RECORD_WITH_CLIENT;
       out.set(buf.subarray(at, at + 8), p + 5); // client_id and msg_id, as sent
       if (nameLength === 0) {
@@ -177,7 +183,9 @@ export class LegacyConnection implements RecordSource, Served {
       p += 4 + length;
     }
     this.#ctx.stats.received += frames;
-    return out.subarray(0, p);
+    // A copy of just the records: the queue counts `data.length` bytes, and a view would hold
+    // the whole worst-case buffer (up to 30 times more for short messages) behind that count.
+    return out.slice(0, p);
   }
 
   async #queue(data: Uint8Array, count: number): Promise<void> {
@@ -198,16 +206,24 @@ export class LegacyConnection implements RecordSource, Served {
       }
       throw e;
     }
-    if (this.#ctx.config.ACK_MODE === "received") {
+    if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
       this.#ack(count);
     }
   }
 
   written(_msgId: number, records: number): void {
+    this.#settled(records);
+    if (!this.#ackOnReceipt) this.#ack(records);
+  }
+
+  /** Counts queued records whose outcome is known; wakes an end-of-input wait at zero. */
+  #settled(records: number): void {
     this.#unacked -= records;
-    if (this.#unacked <= 0 && this.#allSettled !== null) this.#allSettled();
-    if (this.#ctx.config.ACK_MODE !== "received") this.#ack(records);
+    if (this.#unacked <= 0 && this.#allSettled !== null) {
+      this.#allSettled();
+      this.#allSettled = null;
+    }
   }
 
   #ack(records: number): void {
@@ -218,21 +234,17 @@ export class LegacyConnection implements RecordSource, Served {
 
   /** After the peer's end of input, waits (bounded) until what it sent is acked and sent. */
   async #awaitAcks(): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const limit = new Promise<void>((r) =>
-      timer = setTimeout(r, this.#ctx.config.SHUTDOWN_TIMEOUT_MS)
-    );
+    const deadline = performance.now() + this.#ctx.config.SHUTDOWN_TIMEOUT_MS;
     if (this.#unacked > 0) {
-      await Promise.race([new Promise<void>((r) => this.#allSettled = r), limit]);
+      await within(new Promise<void>((r) => this.#allSettled = r), deadline - performance.now());
       this.#allSettled = null;
     }
-    if (this.#flushing !== null) await Promise.race([this.#flushing, limit]);
-    clearTimeout(timer);
+    await within(this.#flushing, Math.max(deadline - performance.now(), 0));
   }
 
   /** The legacy protocol has no refusal: a record that cannot be written ends the connection. */
   refuse(msgId: number, code: number, reason: string): void {
-    this.#unacked--;
+    this.#settled(1);
     if (this.#closed) return;
     this.#ctx.log.warn("closing legacy connection: a record was not written", {
       conn: this.id,
@@ -248,13 +260,12 @@ export class LegacyConnection implements RecordSource, Served {
       while (this.#acksOwed > 0 && !this.#closed) {
         const n = this.#acksOwed;
         this.#acksOwed = 0;
-        const bytes = new Uint8Array(n * ACK.length);
-        for (let i = 0; i < n; i++) bytes.set(ACK, i * ACK.length);
-        let done = 0;
-        this.#inFlight = bytes.length;
-        while (done < bytes.length) {
-          done += await this.#conn.write(bytes.subarray(done));
-          this.#inFlight = bytes.length - done;
+        // Acks can be owed past ACKS.length (the writer does not wait for reads to stop).
+        for (let left = n * ACK.length; left > 0 && !this.#closed;) {
+          const chunk = Math.min(left, ACKS.length);
+          this.#inFlight = left;
+          await writeAll(this.#conn, ACKS.subarray(0, chunk));
+          left -= chunk;
         }
       }
     } catch {
@@ -267,11 +278,7 @@ export class LegacyConnection implements RecordSource, Served {
 
   /** Shutdown: closes once the acks already owed are out (there is no goodbye frame). */
   async finish(): Promise<void> {
-    if (this.#flushing !== null) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([this.#flushing, new Promise((r) => timer = setTimeout(r, 1000))]);
-      clearTimeout(timer);
-    }
+    await within(this.#flushing, ERROR_FLUSH_MS);
     this.#close();
   }
 

@@ -87,6 +87,11 @@ export class LineBuffer {
     return this.#memory;
   }
 
+  /** Where the staged source starts: after the output room and its spare bytes. */
+  get #stageAt(): number {
+    return this.#capacity + SPARE;
+  }
+
   /** Bytes of lines it holds before it must grow. */
   get capacity(): number {
     return this.#capacity;
@@ -98,7 +103,7 @@ export class LineBuffer {
     this.#capacity = capacity;
     this.#stageLength = 0;
     this.#staged = null;
-    this.#ensureMemory(capacity + SPARE + INITIAL_STAGE_BYTES + SPARE);
+    this.#ensureMemory(this.#stageAt + INITIAL_STAGE_BYTES + SPARE);
   }
 
   #ensureMemory(bytes: number): void {
@@ -122,10 +127,10 @@ export class LineBuffer {
     if (need <= this.#capacity) return;
     let capacity = Math.max(this.#capacity * 2, 1);
     while (capacity < need) capacity *= 2;
-    const stageAt = this.#capacity + SPARE;
-    this.#ensureMemory(capacity + SPARE + this.#stageLength + SPARE);
+    const stageAt = capacity + SPARE;
+    this.#ensureMemory(stageAt + this.#stageLength + SPARE);
     // The staged source sits after the output room: move it up with it.
-    this.#memory.copyWithin(capacity + SPARE, stageAt, stageAt + this.#stageLength);
+    this.#memory.copyWithin(stageAt, this.#stageAt, this.#stageAt + this.#stageLength);
     this.#capacity = capacity;
   }
 
@@ -142,9 +147,8 @@ export class LineBuffer {
    * the one before. Later changes to `src` are not seen.
    */
   stage(src: Uint8Array): void {
-    const stageAt = this.#capacity + SPARE;
-    this.#ensureMemory(stageAt + src.length + SPARE);
-    this.#memory.set(src, stageAt);
+    this.#ensureMemory(this.#stageAt + src.length + SPARE);
+    this.#memory.set(src, this.#stageAt);
     this.#stageLength = src.length;
     this.#staged = src;
   }
@@ -184,7 +188,7 @@ export class LineBuffer {
     }
     // Every payload byte may take two.
     this.reserve(LINE_OVERHEAD + (nameEnd - nameStart) + 2 * (payloadEnd - nameEnd));
-    const stageAt = this.#capacity + SPARE;
+    const stageAt = this.#stageAt;
     this.length = this.#exports.line(
       this.length,
       clientId,
@@ -210,14 +214,13 @@ export class LineBuffer {
     payloadEnd: number,
   ): void {
     const nameLength = nameEnd - nameStart;
-    const payloadLength = payloadEnd - payloadStart;
-    const stageAt = this.#capacity + SPARE;
-    this.#ensureMemory(stageAt + nameLength + payloadLength + SPARE);
-    this.#memory.set(name.subarray(nameStart, nameEnd), stageAt);
-    this.#memory.set(payload.subarray(payloadStart, payloadEnd), stageAt + nameLength);
-    this.#stageLength = nameLength + payloadLength;
+    const length = nameLength + payloadEnd - payloadStart;
+    this.#ensureMemory(this.#stageAt + length + SPARE);
+    this.#memory.set(name.subarray(nameStart, nameEnd), this.#stageAt);
+    this.#memory.set(payload.subarray(payloadStart, payloadEnd), this.#stageAt + nameLength);
+    this.#stageLength = length;
     this.#staged = null;
-    this.writeStaged(clientId, msgId, 0, nameLength, nameLength + payloadLength);
+    this.writeStaged(clientId, msgId, 0, nameLength, length);
   }
 }
 

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { within } from "./within.ts";
+
 /** Something that can hold a session: a connection. */
 export interface SessionOwner {
   /** Ends this owner's hold: tells its peer and closes (its queued records still land). */
@@ -58,14 +60,7 @@ export class Session {
    * resends are written rather than refused as duplicates. Returns the resume point.
    */
   async resume(timeoutMs: number): Promise<number> {
-    if (this.pending > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        new Promise<void>((r) => this.#idle.push(r)),
-        new Promise<void>((r) => timer = setTimeout(r, timeoutMs)),
-      ]);
-      clearTimeout(timer);
-    }
+    if (this.pending > 0) await within(new Promise<void>((r) => this.#idle.push(r)), timeoutMs);
     if (this.pending > 0 || this.broken) {
       // Some records may yet land, or some never will: resume from what is surely written and
       // accept the rest again (a record that lands after all is then written twice). While some
