@@ -7,7 +7,7 @@
  */
 
 import { encodeMsg } from "../src/protocol/frames.ts";
-import { LineBuffer } from "../src/server/line.ts";
+import { LineBuffer, parseFile } from "../src/server/line.ts";
 
 const RECORDS = 1000;
 const name = new TextEncoder().encode("client_1");
@@ -50,6 +50,20 @@ function format(payload: Uint8Array): void {
   out.clear();
   for (let i = 1; i <= RECORDS; i++) {
     out.writeRecord(7, i, name, 0, name.length, payload, 0, payload.length);
+  }
+}
+
+// What is benched must be right: every way of formatting gives the same 1,000 lines.
+for (const [payload, bytes] of [[plain, plainEntry], [escaped, escapedEntry]] as const) {
+  formatStaged(bytes, payload.length);
+  const staged = out.bytes.slice(0, out.length);
+  format(payload);
+  const records = parseFile(staged);
+  if (
+    records.length !== RECORDS || out.length !== staged.length ||
+    !records.every((r) => r.payload.every((b, i) => b === payload[i]))
+  ) {
+    throw new Error("line_bench: the formatted lines are not the records given");
   }
 }
 

@@ -13,6 +13,7 @@ import {
   msgFrameLimit,
   NackCode,
 } from "../src/protocol/frames.ts";
+import { connectionDecoderLimits } from "../src/server/server.ts";
 import { concat } from "./helpers.ts";
 
 const INITIAL = 16 * 1024;
@@ -239,6 +240,16 @@ Deno.test("FrameDecoder grows the buffer in one step for a control frame over 16
   const result = feed(d, hello);
   deepStrictEqual(result.events, [frameEvent(hello)]);
   ok(result.reads <= 3, `took ${result.reads} reads for a ${hello.length}-byte frame`);
+  equal(result.bufferSwaps, 1, `buffer replaced ${result.bufferSwaps} times for one frame`);
+});
+
+Deno.test("with a connection's limits, the largest HELLO grows the buffer once, also at MAX_MESSAGE_BYTES=100", () => {
+  // The server's decoders start at 4 KiB and grow while reads fill them; a 65,552-byte HELLO is
+  // far above the largest MSG frame here, and must still be taken in one growth, not piecemeal.
+  const hello = encodeHello({ clientId: 1, session: 1n, token: "t".repeat(65535) });
+  const d = new FrameDecoder(connectionDecoderLimits(100));
+  const result = feed(d, hello);
+  deepStrictEqual(result.events, [frameEvent(hello)]);
   equal(result.bufferSwaps, 1, `buffer replaced ${result.bufferSwaps} times for one frame`);
 });
 

@@ -435,11 +435,16 @@ Deno.test("LineBuffer matches the escaping rule on 20,000 random records, staged
     }
     expected.push(0x0a);
   };
-  for (let i = 0; i < 20_000; i++) {
-    if (i % 1000 === 999) {
+  let formatted = 0;
+  let nextShrink = 1000;
+  let shrinks = 0;
+  while (formatted < 20_000) {
+    if (formatted >= nextShrink) {
       for (const b of out.bytes.subarray(0, out.length)) written.push(b);
       out.clear();
       out.shrinkTo(1); // a new memory: what was staged is gone and is staged again below
+      nextShrink += 1000;
+      shrinks++;
     }
     // An entry of 1 to 8 records, `name | payload` each, as the writer stages it.
     const records: [Uint8Array, Uint8Array, number, number][] = [];
@@ -454,7 +459,7 @@ Deno.test("LineBuffer matches the escaping rule on 20,000 random records, staged
       if (!out.isStaged(src)) out.stage(src);
       ranges.forEach(([ns, ne, pe], r) => {
         out.writeStaged(records[r]![2], records[r]![3], ns, ne, pe);
-        i++;
+        formatted++;
       });
     } else {
       for (const [name, payload, clientId, msgId] of records) {
@@ -462,12 +467,13 @@ Deno.test("LineBuffer matches the escaping rule on 20,000 random records, staged
         const padded = new Uint8Array(pad + payload.length + 3).fill(0x0a);
         padded.set(payload, pad);
         out.writeRecord(clientId, msgId, name, 0, name.length, padded, pad, pad + payload.length);
-        i++;
+        formatted++;
       }
     }
     for (const [name, payload, clientId, msgId] of records) line(clientId, msgId, name, payload);
   }
   for (const b of out.bytes.subarray(0, out.length)) written.push(b);
+  ok(shrinks >= 19, `the buffer started over ${shrinks} times`);
   equal(written.length, expected.length);
   deepStrictEqual(new Uint8Array(written), new Uint8Array(expected));
 });

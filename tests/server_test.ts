@@ -167,6 +167,20 @@ Deno.test("MSG_PER_WRITE caps a batch and FLUSH_INTERVAL_MS waits to fill one", 
   });
 });
 
+Deno.test("MSG_PER_WRITE is a hard cap: no batch holds one record more", async () => {
+  // 16 is a bucket bound of the batch-size histogram, so a batch of 17 lands in the next bucket.
+  await withServer({ MSG_PER_WRITE: 16, FLUSH_INTERVAL_MS: 50 }, async ({ port, server }) => {
+    const client = await MsgClient.connect({ port, clientId: 2 });
+    await Promise.all(Array.from({ length: 160 }, () => client.send("batch", "x")));
+    await client.close();
+    const { writer } = server.stats();
+    equal(writer.records, 160);
+    ok(writer.batches >= 10, `160 messages at 16 per write need 10 or more batches`);
+    const over = writer.batchSize.counts.slice(3).reduce((a, b) => a + b, 0);
+    equal(over, 0, `batches of more than 16 records: ${writer.batchSize.counts}`);
+  });
+});
+
 Deno.test("NACK 1: a payload over MAX_MESSAGE_BYTES is refused and the connection goes on", async () => {
   await withServer({ MAX_MESSAGE_BYTES: 100 }, async ({ port, file }) => {
     const client = await MsgClient.connect({ port, clientId: 1 });
@@ -353,7 +367,7 @@ Deno.test("ERROR 3: a wrong or missing token is refused, the right one is let in
 });
 
 Deno.test("ERROR 4: the connection past MAX_CONNECTIONS is refused", async () => {
-  await withServer({ MAX_CONNECTIONS: 2 }, async ({ port }) => {
+  await withServer({ MAX_CONNECTIONS: 2 }, async ({ port, server }) => {
     const a = await MsgClient.connect({ port, clientId: 1 });
     const b = await MsgClient.connect({ port, clientId: 2 });
     await rejects(
@@ -362,7 +376,8 @@ Deno.test("ERROR 4: the connection past MAX_CONNECTIONS is refused", async () =>
     );
     await a.send("still", "served");
     await a.close();
-    await delay(50);
+    // close() does not wait for the server to free the slot: wait for that, not a fixed time.
+    for (let i = 0; i < 250 && server.stats().connectionsOpen >= 2; i++) await delay(20);
     const c = await MsgClient.connect({ port, clientId: 3 });
     await c.send("room", "again");
     await Promise.all([b.close(), c.close()]);
@@ -429,6 +444,8 @@ Deno.test("shutdown writes and acks everything queued, then says ERROR 6", async
       Array.from({ length: records.length }, (_, i) => i + 1),
     );
     ok(acked > 0, "some messages were acked before the goodbye");
+    // Work was still queued when shutdown began (at MSG_PER_WRITE=1, 2,000 writes take a while).
+    ok(before.queueRecords > 0, "nothing was queued at shutdown: the test proved nothing");
     equal(acked, records.length, "everything written was acked before ERROR 6");
   });
 });

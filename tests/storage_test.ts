@@ -134,6 +134,7 @@ Deno.test("records refused for storage after their connection left are not repor
       const first = await MsgClient.connect({ port, clientId: 6, session: 77n });
       const lost = [1, 2, 3].map((i) => first.send("s", `${i}${big}`).catch((e) => e));
       await delay(20);
+      ok(!logs.some((l) => l.includes("refusing the batch")), "the connection leaves first");
       await first.close(); // leaves before the server gives up and sends NACK 4
       await Promise.all(lost);
       for (let i = 0; i < 100 && !logs.some((l) => l.includes("refusing the batch")); i++) {

@@ -24,6 +24,24 @@ const READ_BUFFER_BYTES = 4 * 1024;
 /** ...and doubles, while reads keep filling it, up to this (large frames grow it further). */
 const MAX_READ_BUFFER_BYTES = 64 * 1024;
 
+/**
+ * The size limits of each connection's frame decoder for a MAX_MESSAGE_BYTES.
+ *
+ * @example
+ * ```ts
+ * const decoder = new FrameDecoder(connectionDecoderLimits(1024 * 1024));
+ * ```
+ */
+export function connectionDecoderLimits(maxMessageBytes: number): DecoderLimits {
+  return {
+    initialBytes: READ_BUFFER_BYTES,
+    maxReadBytes: MAX_READ_BUFFER_BYTES,
+    maxMsgLength: msgFrameLimit(maxMessageBytes),
+    maxSkippedMsgLength: msgFrameLimit(maxMessageBytes * OVERSIZE_FACTOR),
+    maxControlLength: MAX_CONTROL_FRAME_LENGTH,
+  };
+}
+
 /** Counters of a running server. */
 export interface ServerStats extends ConnectionStats {
   connectionsOpen: number;
@@ -135,13 +153,7 @@ export class MsgServer {
       this.shutdown();
     });
 
-    const limits: DecoderLimits = {
-      initialBytes: READ_BUFFER_BYTES,
-      maxReadBytes: MAX_READ_BUFFER_BYTES,
-      maxMsgLength: msgFrameLimit(config.MAX_MESSAGE_BYTES),
-      maxSkippedMsgLength: msgFrameLimit(config.MAX_MESSAGE_BYTES * OVERSIZE_FACTOR),
-      maxControlLength: MAX_CONTROL_FRAME_LENGTH,
-    };
+    const limits = connectionDecoderLimits(config.MAX_MESSAGE_BYTES);
     const token = config.AUTH_TOKEN === "" ? null : new TextEncoder().encode(config.AUTH_TOKEN);
     const sessions = new SessionTable(config.MAX_SESSIONS);
     const connections = this.#connections;
