@@ -11,16 +11,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { Decoded, FrameDecoder } from "../src/protocol/decoder.ts";
-import {
-  encodeHello,
-  encodeMsg,
-  FrameType,
-  MAX_CONTROL_FRAME_LENGTH,
-  PROTOCOL_VERSION,
-  readU32,
-} from "../src/protocol/frames.ts";
 import { randomSession } from "../src/client/client.ts";
+import { handshake } from "../src/client/handshake.ts";
+import { closeQuietly } from "../src/io/close_quietly.ts";
+import { writeAll } from "../src/io/write_all.ts";
+import { Decoded, type FrameDecoder } from "../src/protocol/decoder.ts";
+import { encodeMsg, FrameType } from "../src/protocol/frames.ts";
+import { decodeAck, decodeError, decodeNack, replyDecoder } from "../src/protocol/replies.ts";
 import { Histogram } from "./histogram.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -497,13 +494,6 @@ async function stopChildServer(
 const NAME = new TextEncoder().encode("bench");
 /** Most bytes of frames handed to one socket write. */
 const MAX_WRITE_BYTES = 256 * 1024;
-const DECODER_LIMITS = {
-  initialBytes: 2048,
-  maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
-  maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
-  maxControlLength: MAX_CONTROL_FRAME_LENGTH,
-};
-const textDecoder = new TextDecoder();
 
 /** State shared by the connections of one phase. */
 class PhaseState {
@@ -655,8 +645,7 @@ class LoadConnection {
 
   async #write(bytes: Uint8Array): Promise<void> {
     try {
-      let done = 0;
-      while (done < bytes.length) done += await this.#conn.write(bytes.subarray(done));
+      await writeAll(this.#conn, bytes);
     } catch (e) {
       this.#fail(`write failed: ${(e as Error).message}`);
     }
@@ -693,7 +682,7 @@ class LoadConnection {
   #onFrame(b: Uint8Array, type: number, body: number, end: number, now: number): void {
     const phase = this.#phase;
     if (type === FrameType.ACK) {
-      const upTo = readU32(b, body);
+      const upTo = decodeAck(b, body, end);
       if (upTo > this.#sent) {
         this.#fail(`ACK ${upTo} is above the highest msg_id sent, ${this.#sent}`);
         return;
@@ -719,8 +708,7 @@ class LoadConnection {
       phase.lastAckAt = now;
       this.#popNacked();
     } else if (type === FrameType.NACK) {
-      const msgId = readU32(b, body);
-      const code = (b[body + 4]! << 8) | b[body + 5]!;
+      const { msgId, code, reason } = decodeNack(b, body, end);
       phase.nackCodes.set(code, (phase.nackCodes.get(code) ?? 0) + 1);
       if (msgId <= this.#head || msgId > this.#sent || this.#nackedIds?.has(msgId)) {
         phase.error(`client ${this.clientId}: NACK for msg_id ${msgId}, not in flight`);
@@ -731,14 +719,13 @@ class LoadConnection {
       phase.nacked++;
       if (phase.nacked <= 5) {
         phase.note(
-          `client ${this.clientId}: NACK ${msgId} code ${code}: ` +
-            textDecoder.decode(b.subarray(body + 6, end)),
+          `client ${this.clientId}: NACK ${msgId} code ${code}: ${reason}`,
         );
       }
       this.#popNacked();
     } else if (type === FrameType.ERROR) {
-      const code = (b[body]! << 8) | b[body + 1]!;
-      this.#fail(`ERROR ${code}: ${textDecoder.decode(b.subarray(body + 2, end))}`);
+      const { code, reason } = decodeError(b, body, end);
+      this.#fail(`ERROR ${code}: ${reason}`);
     } else {
       this.#fail(`unexpected frame type 0x${type.toString(16)}`);
     }
@@ -770,11 +757,7 @@ class LoadConnection {
   /** Closes the socket; a read or write under way ends quietly. */
   close(): void {
     this.#closing = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.#conn);
   }
 
   /** Marks the connection done without waiting for what is in flight (hard timeout). */
@@ -785,7 +768,7 @@ class LoadConnection {
 }
 
 /** Connects, sends HELLO, waits for WELCOME; returns the socket, decoder and last_msg_id. */
-async function handshake(
+async function connectOne(
   host: string,
   port: number,
   clientId: number,
@@ -794,35 +777,11 @@ async function handshake(
   const conn = await Deno.connect({ hostname: host, port });
   try {
     conn.setNoDelay(true);
-    await conn.write(encodeHello({ clientId, session: randomSession(), token }));
-    const decoder = new FrameDecoder(DECODER_LIMITS);
-    for (;;) {
-      const n = await conn.read(decoder.readTarget());
-      if (n === null) throw new Error("closed before WELCOME");
-      decoder.commit(n);
-      const r = decoder.next();
-      if (r === Decoded.NEED_MORE) continue;
-      if (r !== Decoded.FRAME) throw new Error(`bad reply: ${decoder.error}`);
-      const b = decoder.buffer;
-      const body = decoder.bodyStart;
-      if (decoder.type === FrameType.ERROR) {
-        const code = (b[body]! << 8) | b[body + 1]!;
-        throw new Error(
-          `ERROR ${code}: ${textDecoder.decode(b.subarray(body + 2, decoder.frameEnd))}`,
-        );
-      }
-      if (decoder.type !== FrameType.WELCOME || decoder.frameEnd - body < 9) {
-        throw new Error(`expected WELCOME, got frame type 0x${decoder.type.toString(16)}`);
-      }
-      if (b[body] !== PROTOCOL_VERSION) throw new Error(`server speaks version ${b[body]}`);
-      return { conn, decoder, lastMsgId: readU32(b, body + 5) };
-    }
+    const decoder = replyDecoder();
+    const welcome = await handshake(conn, decoder, { clientId, session: randomSession(), token });
+    return { conn, decoder, lastMsgId: welcome.lastMsgId };
   } catch (e) {
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(conn);
     throw e;
   }
 }
@@ -926,7 +885,7 @@ async function runPhase(spec: PhaseSpec, ctx: RunContext): Promise<PhaseResult> 
     while (nextIndex < spec.connections && !timedOut) {
       const i = nextIndex++;
       try {
-        const { conn, decoder, lastMsgId } = await handshake(
+        const { conn, decoder, lastMsgId } = await connectOne(
           ctx.host,
           ctx.port,
           firstClient + i,

@@ -8,8 +8,15 @@
 
 import { type Config, DEFAULTS } from "../src/config.ts";
 import { Logger } from "../src/log.ts";
-import { Decoded, FrameDecoder } from "../src/protocol/decoder.ts";
-import { encodeHello, FrameType, MAX_CONTROL_FRAME_LENGTH } from "../src/protocol/frames.ts";
+import { Decoded } from "../src/protocol/decoder.ts";
+import { encodeHello, FrameType } from "../src/protocol/frames.ts";
+import {
+  decodeAck,
+  decodeError,
+  decodeNack,
+  decodeWelcome,
+  replyDecoder,
+} from "../src/protocol/replies.ts";
 import { type ParsedLine, parseFile } from "../src/server/line.ts";
 import { type MsgServer, startServer } from "../src/server/server.ts";
 
@@ -76,41 +83,33 @@ export interface Frame {
   body: Uint8Array;
 }
 
-const text = new TextDecoder();
-
-/** Decodes an ACK, NACK or ERROR body for assertions. */
+/** Decodes a WELCOME, ACK, NACK or ERROR body for assertions. */
 export function describeFrame(f: Frame): string {
-  const view = new DataView(f.body.buffer, f.body.byteOffset, f.body.length);
+  const { body } = f;
   switch (f.type) {
-    case FrameType.WELCOME:
-      return `WELCOME v${view.getUint8(0)} max=${view.getUint32(1)} last=${view.getUint32(5)}`;
+    case FrameType.WELCOME: {
+      const w = decodeWelcome(body, 0, body.length);
+      return `WELCOME v${w.version} max=${w.maxMessageBytes} last=${w.lastMsgId}`;
+    }
     case FrameType.ACK:
-      return `ACK ${view.getUint32(0)}`;
-    case FrameType.NACK:
-      return `NACK ${view.getUint32(0)} ${view.getUint16(4)} ${text.decode(f.body.subarray(6))}`;
-    case FrameType.ERROR:
-      return `ERROR ${view.getUint16(0)} ${text.decode(f.body.subarray(2))}`;
+      return `ACK ${decodeAck(body, 0, body.length)}`;
+    case FrameType.NACK: {
+      const n = decodeNack(body, 0, body.length);
+      return `NACK ${n.msgId} ${n.code} ${n.reason}`;
+    }
+    case FrameType.ERROR: {
+      const e = decodeError(body, 0, body.length);
+      return `ERROR ${e.code} ${e.reason}`;
+    }
     default:
       return `TYPE 0x${f.type.toString(16)}`;
   }
 }
 
-/**
- * A decoder for what a server sends (WELCOME, ACK, NACK, ERROR): every frame, whatever its type,
- * may be up to MAX_CONTROL_FRAME_LENGTH long.
- */
-export function serverFrameDecoder(): FrameDecoder {
-  return new FrameDecoder({
-    maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
-    maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
-    maxControlLength: MAX_CONTROL_FRAME_LENGTH,
-  });
-}
-
 /** A client that sends raw bytes and reads frames one at a time. */
 export class RawPeer {
   readonly conn: Deno.TcpConn;
-  readonly #decoder = serverFrameDecoder();
+  readonly #decoder = replyDecoder();
   #closed = false;
 
   private constructor(conn: Deno.TcpConn) {
@@ -200,38 +199,8 @@ export class RawPeer {
   }
 }
 
-/** Concatenates byte arrays. */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-/** Resolves after `ms` milliseconds. */
-export function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Writes every byte of `bytes` to `conn`. */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
-}
-
-/** Closes `conn`, ignoring that it may be closed already. */
-export function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
-}
+export { closeQuietly, concat, delay, writeAll } from "../src/io/mod.ts";
+import { closeQuietly, writeAll } from "../src/io/mod.ts";
 
 /**
  * A loopback port that was free a moment ago: binds 127.0.0.1 port 0, notes the port, closes.

@@ -13,12 +13,12 @@ import {
   describeFrame,
   RawPeer,
   readRecords,
-  serverFrameDecoder,
   type SpawnedServer,
   spawnServer,
   withServer,
   writeAll,
 } from "./helpers.ts";
+import { replyDecoder } from "../src/protocol/replies.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -98,7 +98,7 @@ class Listener {
   }
 
   async #read(): Promise<void> {
-    const d = serverFrameDecoder();
+    const d = replyDecoder();
     try {
       for (;;) {
         const n = await this.conn.read(d.readTarget());
@@ -556,7 +556,7 @@ Deno.test("a peer that never reads its NACKs: the server holds ~2 x 64 KiB of re
 
     // Now the peer reads, slowly: whenever the server may go on, its socket holds a full read of
     // duplicates. Every NACK arrives, and the ACK for id 1.
-    const decoder = serverFrameDecoder();
+    const decoder = replyDecoder();
     let nacks = 0;
     let acks = 0;
     let reads = 0;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { closeQuietly } from "./helpers.ts";
+import { closeQuietly } from "../src/io/close_quietly.ts";
 
 /** One proxied connection: the client side, the server side, and a way to cut both. */
 export class Link {
@@ -87,11 +87,7 @@ export class TcpProxy {
 
   /** Closes the listener and cuts every link, and waits for every task. */
   async close(): Promise<void> {
-    try {
-      this.#listener.close();
-    } catch {
-      // closed already
-    }
+    closeQuietly(this.#listener);
     await this.#accepting;
     for (const link of this.links) link.cut();
     await Promise.all(this.#tasks);

@@ -17,10 +17,10 @@ import {
   freePort,
   readRecords,
   readText,
-  serverFrameDecoder,
   withServer,
   writeAll,
 } from "./helpers.ts";
+import { replyDecoder } from "../src/protocol/replies.ts";
 import { type Link, TcpProxy } from "./proxy.ts";
 
 const dec = new TextDecoder();
@@ -359,7 +359,7 @@ Deno.test("NACK 1 and NACK 4 from the server reject their message only; nothing 
   const received: number[] = [];
   const served = (async () => {
     const conn = await listener.accept();
-    const decoder = serverFrameDecoder();
+    const decoder = replyDecoder();
     try {
       for (;;) {
         const n = await conn.read(decoder.readTarget());

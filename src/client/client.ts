@@ -6,40 +6,21 @@
  * @module
  */
 
-import { Decoded, FrameDecoder } from "../protocol/decoder.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
+import { writeAll } from "../io/write_all.ts";
+import { Decoded, type FrameDecoder } from "../protocol/decoder.ts";
+import { encodeMsg, FrameType } from "../protocol/frames.ts";
 import {
-  encodeHello,
-  encodeMsg,
-  FrameType,
-  MAX_CONTROL_FRAME_LENGTH,
-  PROTOCOL_VERSION,
-  readU32,
-} from "../protocol/frames.ts";
+  decodeAck,
+  decodeError,
+  decodeNack,
+  replyDecoder,
+  type Welcome,
+} from "../protocol/replies.ts";
+import { ConnectionError, NackError } from "./errors.ts";
+import { handshake } from "./handshake.ts";
 
-/** The server refused one message (NACK); the connection goes on. */
-export class NackError extends Error {
-  /** The refused message's msg_id. */
-  readonly msgId: number;
-  /** The NACK code (1 too large, 2 bad name, 3 duplicate, 4 storage error). */
-  readonly code: number;
-  constructor(msgId: number, code: number, reason: string) {
-    super(`Message ${msgId} refused: code ${code}: ${reason}`);
-    this.name = "NackError";
-    this.msgId = msgId;
-    this.code = code;
-  }
-}
-
-/** The server sent ERROR and closed the connection, or the connection broke. */
-export class ConnectionError extends Error {
-  /** The ERROR code, or 0 when the connection broke without one. */
-  readonly code: number;
-  constructor(code: number, reason: string) {
-    super(code === 0 ? `Connection lost: ${reason}` : `Server error ${code}: ${reason}`);
-    this.name = "ConnectionError";
-    this.code = code;
-  }
-}
+export { ConnectionError, NackError };
 
 /** Options of {@linkcode MsgClient.connect}. */
 export interface ConnectOptions {
@@ -62,8 +43,6 @@ interface Pending {
   reject: (e: Error) => void;
   settled: boolean;
 }
-
-const decoderText = new TextDecoder();
 
 /**
  * A fresh random non-zero u64 session id.
@@ -115,7 +94,7 @@ export class MsgClient {
     conn: Deno.Conn,
     decoder: FrameDecoder,
     session: bigint,
-    welcome: { lastMsgId: number; maxMessageBytes: number },
+    welcome: Welcome,
   ) {
     this.#conn = conn;
     this.#decoder = decoder;
@@ -145,49 +124,16 @@ export class MsgClient {
       conn = tls;
     }
     const session = options.session ?? randomSession();
-    const decoder = new FrameDecoder({
-      maxMsgLength: MAX_CONTROL_FRAME_LENGTH,
-      maxSkippedMsgLength: MAX_CONTROL_FRAME_LENGTH,
-      maxControlLength: MAX_CONTROL_FRAME_LENGTH,
-    });
+    const decoder = replyDecoder();
     try {
-      await conn.write(encodeHello({
+      const welcome = await handshake(conn, decoder, {
         clientId: options.clientId,
         session,
         ...(options.token === undefined ? {} : { token: options.token }),
-      }));
-      for (;;) {
-        const n = await conn.read(decoder.readTarget());
-        if (n === null) throw new ConnectionError(0, "closed before WELCOME");
-        decoder.commit(n);
-        const r = decoder.next();
-        if (r === Decoded.NEED_MORE) continue;
-        if (r !== Decoded.FRAME) throw new ConnectionError(0, `bad reply: ${decoder.error}`);
-        const b = decoder.buffer;
-        const view = new DataView(b.buffer, b.byteOffset + decoder.bodyStart);
-        if (decoder.type === FrameType.ERROR) {
-          throw new ConnectionError(
-            view.getUint16(0),
-            decoderText.decode(b.subarray(decoder.bodyStart + 2, decoder.frameEnd)),
-          );
-        }
-        if (decoder.type !== FrameType.WELCOME || decoder.frameEnd - decoder.bodyStart < 9) {
-          throw new ConnectionError(0, `expected WELCOME, got frame type ${decoder.type}`);
-        }
-        if (view.getUint8(0) !== PROTOCOL_VERSION) {
-          throw new ConnectionError(0, `server speaks version ${view.getUint8(0)}`);
-        }
-        return new MsgClient(conn, decoder, session, {
-          maxMessageBytes: view.getUint32(1),
-          lastMsgId: view.getUint32(5),
-        });
-      }
+      });
+      return new MsgClient(conn, decoder, session, welcome);
     } catch (e) {
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
+      closeQuietly(conn);
       throw e;
     }
   }
@@ -244,10 +190,9 @@ export class MsgClient {
         at += p.length;
       }
     }
-    this.#writing = this.#writing.then(async () => {
-      let done = 0;
-      while (done < bytes.length) done += await this.#conn.write(bytes.subarray(done));
-    }).catch((e) => this.#fail(new ConnectionError(0, (e as Error).message)));
+    this.#writing = this.#writing.then(() => writeAll(this.#conn, bytes)).catch((e) =>
+      this.#fail(new ConnectionError(0, (e as Error).message))
+    );
   }
 
   async #readLoop(): Promise<void> {
@@ -270,7 +215,7 @@ export class MsgClient {
 
   #onFrame(b: Uint8Array, type: number, body: number, end: number): void {
     if (type === FrameType.ACK) {
-      const upTo = readU32(b, body);
+      const upTo = decodeAck(b, body, end);
       const pending = this.#pending;
       while (this.#head < pending.length && pending[this.#head]!.msgId <= upTo) {
         const p = pending[this.#head++]!;
@@ -284,9 +229,7 @@ export class MsgClient {
         this.#head = 0;
       }
     } else if (type === FrameType.NACK) {
-      const msgId = readU32(b, body);
-      const code = (b[body + 4]! << 8) | b[body + 5]!;
-      const reason = decoderText.decode(b.subarray(body + 6, end));
+      const { msgId, code, reason } = decodeNack(b, body, end);
       for (let i = this.#head; i < this.#pending.length; i++) {
         const p = this.#pending[i]!;
         if (p.msgId === msgId && !p.settled) {
@@ -296,8 +239,8 @@ export class MsgClient {
         }
       }
     } else if (type === FrameType.ERROR) {
-      const code = (b[body]! << 8) | b[body + 1]!;
-      throw new ConnectionError(code, decoderText.decode(b.subarray(body + 2, end)));
+      const { code, reason } = decodeError(b, body, end);
+      throw new ConnectionError(code, reason);
     } else {
       throw new ConnectionError(0, `unexpected frame type 0x${type.toString(16)}`);
     }
@@ -315,11 +258,7 @@ export class MsgClient {
     }
     this.#pending = [];
     this.#head = 0;
-    try {
-      this.#conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.#conn);
     this.#resolveClosed(this.#closing ? null : error);
   }
 

@@ -22,6 +22,7 @@
  * @module
  */
 
+import { ErrorCode, NackCode } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { ConnectionError, MsgClient, NackError, randomSession } from "./client.ts";
 
@@ -169,7 +170,11 @@ interface Entry {
 }
 
 /** ERROR codes after which reconnecting cannot help: protocol, version, authentication. */
-const FATAL_ERRORS = new Set([1, 2, 3]);
+const FATAL_ERRORS: ReadonlySet<number> = new Set([
+  ErrorCode.PROTOCOL_VIOLATION,
+  ErrorCode.UNSUPPORTED_VERSION,
+  ErrorCode.AUTH_FAILED,
+]);
 const encoder = new TextEncoder();
 
 function toBytes(value: string | Uint8Array): Uint8Array {
@@ -339,7 +344,7 @@ export class ReliableClient {
     if (problem !== "") {
       this.stats.refused++;
       return Promise.reject(
-        new NackError(msgId, 2, `bad name: ${problem} (checked by the client)`),
+        new NackError(msgId, NackCode.BAD_NAME, `bad name: ${problem} (checked by the client)`),
       );
     }
     const payloadBytes = toBytes(payload);
@@ -435,7 +440,7 @@ export class ReliableClient {
         entry,
         new NackError(
           entry.msgId,
-          1,
+          NackCode.PAYLOAD_TOO_LARGE,
           `payload too large: ${entry.payload.length} bytes, at most ${client.maxMessageBytes}` +
             " (checked by the client)",
         ),
@@ -449,7 +454,7 @@ export class ReliableClient {
       () => this.#deliver(entry, "acked"),
       (e: unknown) => {
         if (e instanceof NackError) {
-          if (e.code === 3) this.#deliver(entry, "duplicate");
+          if (e.code === NackCode.DUPLICATE) this.#deliver(entry, "duplicate");
           else this.#refuse(entry, e);
         }
         // A ConnectionError leaves the message unacked: it is resent after the reconnect.

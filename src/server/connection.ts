@@ -17,20 +17,20 @@ import {
   encodeWelcome,
   ErrorCode,
   FrameType,
-  HELLO_FIXED_BYTES,
   MSG_FIXED_BYTES,
   NackCode,
-  PROTOCOL_VERSION,
   readU32,
   writeAck,
 } from "../protocol/frames.ts";
+import { decodeHello } from "../protocol/hello.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { timingSafeEqual } from "./auth.ts";
 import { type Channel, ChannelClosedError } from "./channel.ts";
-import { writeAll } from "./data_file.ts";
+import { writeAll } from "../io/write_all.ts";
+import { within } from "../io/within.ts";
 import { Session, type SessionOwner, type SessionTable } from "./sessions.ts";
-import { within } from "./within.ts";
 import type { Entry, RecordSource } from "./writer.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Counters shared by all connections. */
 export interface ConnectionStats {
@@ -365,39 +365,18 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   /** Handles HELLO; returns false if it closed the connection. */
   async #hello(buf: Uint8Array, body: number, end: number): Promise<boolean> {
-    const length = end - body;
-    if (length < 1) {
-      this.#protocolError("HELLO has no version");
-      return false;
-    }
-    const version = buf[body]!;
-    if (version !== PROTOCOL_VERSION) {
-      this.#fail(
-        ErrorCode.UNSUPPORTED_VERSION,
-        `unsupported version ${version}; this server speaks ${PROTOCOL_VERSION}`,
-      );
-      return false;
-    }
-    if (length < HELLO_FIXED_BYTES) {
-      this.#protocolError(`HELLO body is ${length} bytes, at least ${HELLO_FIXED_BYTES}`);
-      return false;
-    }
-    const view = new DataView(buf.buffer, buf.byteOffset + body, length);
-    const clientId = view.getUint32(1);
-    const sessionId = view.getBigUint64(5);
-    const tokenLength = view.getUint16(13);
-    if (HELLO_FIXED_BYTES + tokenLength !== length) {
-      this.#protocolError(`HELLO token_len ${tokenLength} does not match the frame`);
+    const hello = decodeHello(buf, body, end);
+    if ("reason" in hello) {
+      if (hello.code === ErrorCode.PROTOCOL_VIOLATION) this.#protocolError(hello.reason);
+      else this.#fail(hello.code, hello.reason);
       return false;
     }
     const token = this.#ctx.token;
-    if (token !== null) {
-      const given = buf.subarray(body + HELLO_FIXED_BYTES, end);
-      if (!timingSafeEqual(token, given)) {
-        this.#fail(ErrorCode.AUTH_FAILED, "authentication failed");
-        return false;
-      }
+    if (token !== null && !timingSafeEqual(token, buf.subarray(hello.tokenStart, end))) {
+      this.#fail(ErrorCode.AUTH_FAILED, "authentication failed");
+      return false;
     }
+    const { clientId, session: sessionId } = hello;
     this.clientId = clientId;
     let session: Session;
     let resumeAt = 0;
@@ -521,11 +500,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   #closeSocket(): void {
     this.#state = State.CLOSED;
-    try {
-      this.#conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.#conn);
   }
 
   /**

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { writeAll } from "../io/write_all.ts";
+
 const LF = 0x0a;
 const TAIL_CHUNK = 64 * 1024;
 
@@ -106,17 +108,4 @@ export async function syncDirectoryOf(path: string): Promise<void> {
   } finally {
     handle.close();
   }
-}
-
-/**
- * Writes every byte of `bytes`, looping over short writes.
- *
- * @example
- * ```ts
- * await writeAll(file, new TextEncoder().encode("1 1 a b\n"));
- * ```
- */
-export async function writeAll(file: Deno.FsFile | Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(done === 0 ? bytes : bytes.subarray(done));
 }

@@ -20,9 +20,10 @@ import {
   type Served,
   type ServerContext,
 } from "./connection.ts";
-import { writeAll } from "./data_file.ts";
-import { within } from "./within.ts";
+import { writeAll } from "../io/write_all.ts";
+import { within } from "../io/within.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./writer.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Bytes in one legacy frame. */
 export const LEGACY_FRAME_BYTES = 1160;
@@ -294,10 +295,6 @@ export class LegacyConnection implements RecordSource, Served {
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.#conn);
   }
 }

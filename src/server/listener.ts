@@ -8,6 +8,7 @@
 
 import type { Logger } from "../log.ts";
 import { encodeError, ErrorCode } from "../protocol/frames.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
 
 /** What the accept loop asks of the server. */
 export interface AcceptHandler {
@@ -21,18 +22,43 @@ export interface AcceptHandler {
 
 const ACCEPT_RETRY_MS = 100;
 
+/** A listener could not be opened; the message names the address, the key and the cause. */
+export class ListenError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ListenError";
+  }
+}
+
 /**
- * Opens a TCP listener with the given backlog.
+ * Opens a TCP listener with the given backlog; throws {@linkcode ListenError} naming `key`, the
+ * setting that chose the port.
  *
  * @example
  * ```ts
- * const listener = listen("127.0.0.1", 9000, 4096);
+ * import { listen } from "./listener.ts";
+ * const listener = listen("127.0.0.1", 0, 4096, "PORT");
+ * listener.close();
  * ```
  */
-export function listen(hostname: string, port: number, backlog: number): Deno.TcpListener {
-  return Deno.listen(
-    { hostname, port, transport: "tcp", tcpBacklog: backlog } as Deno.TcpListenOptions,
-  );
+export function listen(
+  hostname: string,
+  port: number,
+  backlog: number,
+  key: string,
+): Deno.TcpListener {
+  try {
+    return Deno.listen(
+      { hostname, port, transport: "tcp", tcpBacklog: backlog } as Deno.TcpListenOptions,
+    );
+  } catch (e) {
+    throw new ListenError(
+      `Cannot listen on ${hostname}:${port} (${key}): ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
+  }
 }
 
 /**
@@ -50,7 +76,9 @@ export async function listenTls(
     try {
       return await Deno.readTextFile(config[key]);
     } catch (e) {
-      throw new Error(`Cannot read ${key} "${config[key]}": ${(e as Error).message}`);
+      throw new ListenError(`Cannot read ${key} "${config[key]}": ${(e as Error).message}`, {
+        cause: e,
+      });
     }
   };
   const [cert, key] = [await read("TLS_CERT"), await read("TLS_KEY")];
@@ -65,8 +93,9 @@ export async function listenTls(
       } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
     );
   } catch (e) {
-    throw new Error(
-      `Cannot listen with TLS on ${config.IP}:${config.PORT}: ${(e as Error).message}`,
+    throw new ListenError(
+      `Cannot listen with TLS on ${config.IP}:${config.PORT} (PORT): ${(e as Error).message}`,
+      { cause: e },
     );
   }
 }
@@ -100,11 +129,7 @@ export async function acceptLoop(
         remote: `${(conn.remoteAddr as Deno.NetAddr).hostname}`,
       });
       (handler.legacy ? Promise.resolve(0) : conn.write(refusal)).catch(() => 0).finally(() => {
-        try {
-          conn.close();
-        } catch {
-          // already closed by the peer
-        }
+        closeQuietly(conn);
       });
       continue;
     }

@@ -14,10 +14,11 @@ import { Channel } from "./channel.ts";
 import { Connection, type ConnectionStats, type Served, type ServerContext } from "./connection.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
 import { type DataFile, openDataFile, syncDirectoryOf } from "./data_file.ts";
-import { acceptLoop, listen, listenTls } from "./listener.ts";
+import { acceptLoop, listen, ListenError, listenTls } from "./listener.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
 import { SessionTable } from "./sessions.ts";
 import { type Entry, Writer, type WriterStats } from "./writer.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Each connection's read buffer starts this small, so idle connections cost little. */
 const READ_BUFFER_BYTES = 4 * 1024;
@@ -316,28 +317,15 @@ export class MsgServer {
     let legacy: Deno.Listener | null = null;
     try {
       listener = config.TLS_CERT === ""
-        ? listen(config.IP, config.PORT, config.TCP_BACKLOG)
+        ? listen(config.IP, config.PORT, config.TCP_BACKLOG, "PORT")
         : await listenTls(config);
       if (config.LEGACY_PORT !== 0) {
-        try {
-          legacy = listen(config.IP, config.LEGACY_PORT, config.TCP_BACKLOG);
-        } catch (e) {
-          throw new Error(
-            `Cannot listen on ${config.IP}:${config.LEGACY_PORT} (LEGACY_PORT): ${
-              (e as Error).message
-            }`,
-          );
-        }
+        legacy = listen(config.IP, config.LEGACY_PORT, config.TCP_BACKLOG, "LEGACY_PORT");
       }
     } catch (e) {
       data.file.close();
-      listener?.close();
-      const message = (e as Error).message;
-      throw new Error(
-        message.startsWith("Cannot listen")
-          ? message
-          : `Cannot listen on ${config.IP}:${config.PORT}: ${message}`,
-      );
+      closeQuietly(listener);
+      throw e;
     }
     const server = new MsgServer(config, log, listener, legacy, data, options);
     if (config.METRICS_PORT !== 0) {
@@ -345,10 +333,11 @@ export class MsgServer {
         server.#startMetrics();
       } catch (e) {
         await server.shutdown();
-        throw new Error(
+        throw new ListenError(
           `Cannot listen on ${config.IP}:${config.METRICS_PORT} (METRICS_PORT): ${
             (e as Error).message
           }`,
+          { cause: e },
         );
       }
     }
@@ -447,11 +436,7 @@ export class MsgServer {
     clearInterval(this.#sweeper);
     clearInterval(this.#statsTimer);
     for (const listener of [this.#listener, this.#legacyListener]) {
-      try {
-        listener?.close();
-      } catch {
-        // already closed
-      }
+      closeQuietly(listener);
     }
     this.#queue.close();
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { within } from "./within.ts";
+import { within } from "../io/within.ts";
 
 /** Something that can hold a session: a connection. */
 export interface SessionOwner {

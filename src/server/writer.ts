@@ -15,9 +15,11 @@ import type { AckMode } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { FrameType, NackCode, readU32 } from "../protocol/frames.ts";
 import type { Channel } from "./channel.ts";
-import { type DataFile, openDataFile, syncDirectoryOf, writeAll } from "./data_file.ts";
+import { writeAll } from "../io/write_all.ts";
+import { type DataFile, openDataFile, syncDirectoryOf } from "./data_file.ts";
 import { LineBuffer } from "./line.ts";
 import { BATCH_SIZE_BOUNDS, Histogram, LATENCY_BOUNDS } from "./metrics.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Where queued records come from and where their outcome goes: a connection. */
 export interface RecordSource {
@@ -273,11 +275,7 @@ export class Writer {
 
   /** Closes the file; call after `run()` has returned. */
   close(): void {
-    try {
-      this.#file.close();
-    } catch {
-      // closed already
-    }
+    closeQuietly(this.#file);
   }
 
   async #reopen(): Promise<void> {
