@@ -30,6 +30,7 @@ export class Logger {
   #second = 0;
   #lines = 0;
   #dropped = 0;
+  readonly #throttles = new Map<string, { next: number; suppressed: number }>();
 
   /**
    * @example
@@ -73,6 +74,42 @@ export class Logger {
       }
     }
     this.#sink(line + "\n");
+  }
+
+  /**
+   * Logs at most one line per `intervalMs` for `key`, for a condition that can repeat as fast as
+   * the server loops (an accept that keeps failing, a file that cannot be opened). The lines in
+   * between are counted, and the count is written with the next line as `suppressed=N`.
+   *
+   * @example
+   * ```ts
+   * import { Logger } from "./log.ts";
+   * const log = new Logger("info");
+   * for (let i = 0; i < 3; i++) log.throttled("accept", 1000, "warn", "accept failed");
+   * // one line now; the next one after a second says suppressed=2
+   * ```
+   */
+  throttled(
+    key: string,
+    intervalMs: number,
+    level: LogLevel,
+    message: string,
+    fields: Record<string, unknown> = {},
+  ): void {
+    const now = performance.now();
+    let state = this.#throttles.get(key);
+    if (state === undefined) {
+      state = { next: 0, suppressed: 0 };
+      this.#throttles.set(key, state);
+    }
+    if (now < state.next) {
+      state.suppressed++;
+      return;
+    }
+    const suppressed = state.suppressed;
+    state.next = now + intervalMs;
+    state.suppressed = 0;
+    this.log(level, message, suppressed > 0 ? { ...fields, suppressed } : fields);
   }
 
   /** Logs a debugging detail. */

@@ -1,10 +1,10 @@
 import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
-import { Histogram, renderPrometheus } from "../src/server/metrics.ts";
+import { BucketHistogram, renderPrometheus } from "../src/server/metrics.ts";
 import { delay, freePort, withServer } from "./helpers.ts";
 
 Deno.test("renderPrometheus writes counters and cumulative histogram buckets", () => {
-  const h = new Histogram([1, 10]);
+  const h = new BucketHistogram([1, 10]);
   for (const v of [0.5, 1, 5, 50]) h.observe(v);
   equal(
     renderPrometheus([

@@ -29,7 +29,7 @@ import { type Channel, ChannelClosedError } from "./channel.ts";
 import { writeAll } from "../io/write_all.ts";
 import { within } from "../io/within.ts";
 import { Session, type SessionOwner, type SessionTable } from "./sessions.ts";
-import type { Entry, RecordSource } from "./writer.ts";
+import type { Entry, RecordSource } from "./entry.ts";
 import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Counters shared by all connections. */
@@ -107,6 +107,8 @@ export const ERROR_FLUSH_MS = 1000;
 export class Connection implements RecordSource, SessionOwner, Served {
   /** The client_id from HELLO (0 until then). */
   clientId = 0;
+  /** The session id from HELLO (0n until then, and for session 0). */
+  session = 0n;
   batchSeq = -1;
   batchLastId = 0;
   batchRecords = 0;
@@ -378,6 +380,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     }
     const { clientId, session: sessionId } = hello;
     this.clientId = clientId;
+    this.session = sessionId;
     let session: Session;
     let resumeAt = 0;
     if (sessionId === 0n) {

@@ -22,7 +22,7 @@ import {
 } from "./connection.ts";
 import { writeAll } from "../io/write_all.ts";
 import { within } from "../io/within.ts";
-import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./writer.ts";
+import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
 import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Bytes in one legacy frame. */
@@ -62,6 +62,8 @@ function textLength(d: Uint8Array, start: number, max: number): number {
 export class LegacyConnection implements RecordSource, Served {
   /** Unused: every legacy record carries its own client_id. */
   readonly clientId = 0;
+  /** Legacy records belong to no session. */
+  readonly session = 0n;
   batchSeq = -1;
   batchLastId = 0;
   batchRecords = 0;

@@ -10,12 +10,12 @@
  *
  * @example
  * ```ts
- * const h = new Histogram([0.001, 0.01, 0.1]);
+ * const h = new BucketHistogram([0.001, 0.01, 0.1]);
  * h.observe(0.004);
  * h.count; // 1
  * ```
  */
-export class Histogram {
+export class BucketHistogram {
   readonly bounds: readonly number[];
   /** Observations at or below each bound (not cumulative); the last slot is +Inf. */
   readonly counts: number[];
@@ -59,7 +59,7 @@ export const LATENCY_BOUNDS = [
 /** One metric for {@linkcode renderPrometheus}. */
 export type Metric =
   | { name: string; help: string; type: "counter" | "gauge"; value: number }
-  | { name: string; help: string; type: "histogram"; histogram: Histogram };
+  | { name: string; help: string; type: "histogram"; histogram: BucketHistogram };
 
 /**
  * Renders metrics in the Prometheus text exposition format (version 0.0.4).

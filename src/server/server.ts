@@ -13,11 +13,13 @@ import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../pro
 import { Channel } from "./channel.ts";
 import { Connection, type ConnectionStats, type Served, type ServerContext } from "./connection.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
-import { type DataFile, openDataFile, syncDirectoryOf } from "./data_file.ts";
 import { acceptLoop, listen, ListenError, listenTls } from "./listener.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
 import { SessionTable } from "./sessions.ts";
-import { type Entry, Writer, type WriterStats } from "./writer.ts";
+import type { Entry } from "./entry.ts";
+import { Writer, type WriterStats } from "./writer.ts";
+import { FileStore } from "../store/file_store.ts";
+import type { Store } from "../store/store.ts";
 import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Each connection's read buffer starts this small, so idle connections cost little. */
@@ -99,6 +101,7 @@ export class MsgServer {
   readonly legacyAddr: Deno.NetAddr | null;
   readonly #queue: Channel<Entry>;
   readonly #writer: Writer;
+  readonly #store: Store;
   readonly #connections = new Set<Served>();
   readonly #connStats: ConnectionStats = {
     received: 0,
@@ -125,7 +128,7 @@ export class MsgServer {
     log: Logger,
     listener: Deno.Listener,
     legacyListener: Deno.Listener | null,
-    data: DataFile,
+    store: Store,
     options: ServerOptions,
   ) {
     this.#config = config;
@@ -139,8 +142,8 @@ export class MsgServer {
       maxRecords: config.QUEUE_CAPACITY,
       maxBytes: config.QUEUE_MAX_BYTES,
     });
-    this.#writer = new Writer(this.#queue, data, {
-      path: config.FILE_NAME,
+    this.#store = store;
+    this.#writer = new Writer(this.#queue, store, {
       maxFileBytes: config.FILE_MAX_BYTES,
       ackMode: config.ACK_MODE,
       msgPerWrite: config.MSG_PER_WRITE,
@@ -284,13 +287,13 @@ export class MsgServer {
         name: "msgserver_write_seconds",
         help: "Time to write one batch.",
         type: "histogram",
-        histogram: s.writer.writeSeconds,
+        histogram: this.#store.stats.writeSeconds,
       },
       {
         name: "msgserver_sync_seconds",
         help: "Time to sync one batch (ACK_MODE durable).",
         type: "histogram",
-        histogram: s.writer.syncSeconds,
+        histogram: this.#store.stats.syncSeconds,
       },
     ];
     return new Response(renderPrometheus(metrics), {
@@ -304,15 +307,10 @@ export class MsgServer {
    */
   static async start(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
     const log = options.log ?? new Logger(config.LOG_LEVEL);
-    const data = await openDataFile(config.FILE_NAME);
-    if (config.ACK_MODE === "durable") await syncDirectoryOf(config.FILE_NAME);
-    if (data.tornBytes > 0) {
-      log.warn("moved a torn last line aside", {
-        file: config.FILE_NAME,
-        bytes: data.tornBytes,
-        to: `${config.FILE_NAME}.torn`,
-      });
-    }
+    const store = await FileStore.open(config.FILE_NAME, {
+      durable: config.ACK_MODE === "durable",
+      log,
+    });
     let listener: Deno.Listener | null = null;
     let legacy: Deno.Listener | null = null;
     try {
@@ -323,11 +321,11 @@ export class MsgServer {
         legacy = listen(config.IP, config.LEGACY_PORT, config.TCP_BACKLOG, "LEGACY_PORT");
       }
     } catch (e) {
-      data.file.close();
+      await store.close();
       closeQuietly(listener);
       throw e;
     }
-    const server = new MsgServer(config, log, listener, legacy, data, options);
+    const server = new MsgServer(config, log, listener, legacy, store, options);
     if (config.METRICS_PORT !== 0) {
       try {
         server.#startMetrics();
@@ -457,7 +455,7 @@ export class MsgServer {
       });
     }
     for (const c of this.#connections) c.abort();
-    this.#writer.close();
+    await this.#store.close();
     if (this.#metrics !== null) await this.#metrics.shutdown();
     const w = this.#writer.stats;
     log.info("stopped", { records: w.records, batches: w.batches, bytes: w.bytes });

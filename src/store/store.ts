@@ -1,0 +1,93 @@
+/**
+ * The storage seam: what the writer needs of wherever records end up. The writer gathers
+ * records into batches, formats them as lines, and hands each batch to a {@linkcode Store},
+ * which keeps it whole or not at all; the writer alone decides when to retry, when to give up
+ * and refuse, and when to rotate. The file (`file_store.ts`) is the default store.
+ *
+ * @module
+ */
+
+import type { RecordSource } from "../server/entry.ts";
+import type { BucketHistogram } from "../server/metrics.ts";
+
+/**
+ * Consecutive records of one source in a batch: its lines are `bytes[lineStart, lineEnd)` of
+ * the batch.
+ */
+export interface BatchRun {
+  readonly source: RecordSource;
+  readonly lineStart: number;
+  readonly lineEnd: number;
+  /** The msg_id of its first record. */
+  readonly firstId: number;
+  /** The msg_id of its last record. */
+  readonly lastId: number;
+  readonly records: number;
+}
+
+/**
+ * One batch: lines in the file format (`<client_id> <msg_id> <name> <payload>\n` each), and
+ * which source each stretch of them came from, in order.
+ *
+ * @example
+ * ```ts
+ * import type { Batch } from "./store.ts";
+ * const batch: Batch = { bytes: new TextEncoder().encode("1 1 a hi\n"), records: 1, runs: [] };
+ * ```
+ */
+export interface Batch {
+  readonly bytes: Uint8Array;
+  readonly records: number;
+  readonly runs: readonly BatchRun[];
+}
+
+/** Timings a store keeps, for /metrics. */
+export interface StoreStats {
+  /** Seconds per append (the write, or the publish and its acknowledgement). */
+  readonly writeSeconds: BucketHistogram;
+  /** Seconds per sync (durable mode), when the store syncs separately. */
+  readonly syncSeconds: BucketHistogram;
+}
+
+/**
+ * Where batches are kept.
+ *
+ * @example
+ * ```ts
+ * import type { Batch, Store } from "./store.ts";
+ * async function keep(store: Store, batch: Batch): Promise<boolean> {
+ *   try {
+ *     await store.append(batch);
+ *     return true;
+ *   } catch {
+ *     return false; // nothing of the batch was kept
+ *   }
+ * }
+ * ```
+ */
+export interface Store {
+  /** What to call it in log lines: the file's path, or the stream's name. */
+  readonly name: string;
+  /** Bytes in the current segment (the data file): where the next batch starts. */
+  readonly size: number;
+  readonly stats: StoreStats;
+  /**
+   * Keeps the whole batch, as ACK_MODE says (synced in durable mode), or throws; after a
+   * throw nothing of the batch is kept (a store that could not undo a partial write must
+   * finish undoing it before it keeps anything else, and throw until it can).
+   */
+  append(batch: Batch): Promise<void>;
+  /**
+   * Starts a new segment, the current one moved aside; called between batches when the next
+   * would take the segment past its size limit. Never throws: a store that cannot rotate logs
+   * why, goes on appending where it can, and tries again when called again.
+   */
+  rotate(): Promise<void>;
+  /**
+   * Reopens at its configured place (after logrotate moved the file, SIGHUP); never throws: a
+   * store that cannot reopen logs why and goes on where it was.
+   */
+  reopen(): Promise<void>;
+  /** Releases what the store holds open; nothing is appended afterwards. */
+  close(): Promise<void>;
+}

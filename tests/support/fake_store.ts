@@ -1,0 +1,94 @@
+/**
+ * A {@linkcode Store} in memory that fails on demand, for testing the writer without a disk:
+ * it keeps each segment's text, counts every call, and can be told to fail appends, rotations
+ * and reopens.
+ *
+ * @module
+ */
+
+import { BucketHistogram, LATENCY_BOUNDS } from "../../src/server/metrics.ts";
+import type { Batch, Store, StoreStats } from "../../src/store/store.ts";
+
+const text = new TextDecoder();
+
+/** One batch as the store saw it. */
+export interface SeenBatch {
+  lines: string;
+  records: number;
+  /** Each run as `client/session:first-last(records)=lines`. */
+  runs: string[];
+}
+
+/**
+ * @example
+ * ```ts
+ * import { FakeStore } from "./fake_store.ts";
+ * const store = new FakeStore();
+ * store.failAppends = 2; // the next two appends throw
+ * ```
+ */
+export class FakeStore implements Store {
+  readonly name = "fake";
+  readonly stats: StoreStats = {
+    writeSeconds: new BucketHistogram(LATENCY_BOUNDS),
+    syncSeconds: new BucketHistogram(LATENCY_BOUNDS),
+  };
+  /** Text of each segment; the last is the one appended to. */
+  readonly segments: string[] = [""];
+  /** Every batch stored, in order. */
+  readonly batches: SeenBatch[] = [];
+  /** Calls made, in order: "append", "append!" (failed), "rotate", "rotate!", "reopen", "close". */
+  readonly calls: string[] = [];
+  /** How many of the next appends throw (Infinity: all of them). */
+  failAppends = 0;
+  /** How many of the next rotations do nothing (a store that cannot rotate yet). */
+  failRotations = 0;
+  /** Resolves the append under way when set; lets a test hold the writer inside a batch. */
+  gate: Promise<void> | null = null;
+
+  get size(): number {
+    return new TextEncoder().encode(this.segments.at(-1)!).length;
+  }
+
+  async append(batch: Batch): Promise<void> {
+    if (this.gate !== null) await this.gate;
+    if (this.failAppends > 0) {
+      this.failAppends--;
+      this.calls.push("append!");
+      throw new Error("No space left on device (os error 28)");
+    }
+    this.calls.push("append");
+    const lines = text.decode(batch.bytes);
+    this.segments[this.segments.length - 1] += lines;
+    this.batches.push({
+      lines,
+      records: batch.records,
+      runs: batch.runs.map((r) =>
+        `${r.source.clientId}/${r.source.session}:${r.firstId}-${r.lastId}(${r.records})=` +
+        text.decode(batch.bytes.subarray(r.lineStart, r.lineEnd))
+      ),
+    });
+  }
+
+  rotate(): Promise<void> {
+    if (this.failRotations > 0) {
+      this.failRotations--;
+      this.calls.push("rotate!");
+    } else {
+      this.calls.push("rotate");
+      this.segments.push("");
+    }
+    return Promise.resolve();
+  }
+
+  reopen(): Promise<void> {
+    this.calls.push("reopen");
+    this.segments.push("");
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    this.calls.push("close");
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,282 @@
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import type { AckMode } from "../src/config.ts";
+import { delay } from "../src/io/within.ts";
+import { Logger } from "../src/log.ts";
+import { encodeMsg, NackCode, writeU32 } from "../src/protocol/frames.ts";
+import { Channel } from "../src/server/channel.ts";
+import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "../src/server/entry.ts";
+import { Writer, type WriterOptions } from "../src/server/writer.ts";
+import { concat } from "../src/io/concat.ts";
+import { FakeStore } from "./support/fake_store.ts";
+
+/** A connection as the writer sees it: it notes every outcome. */
+class Source implements RecordSource {
+  readonly clientId: number;
+  readonly session: bigint;
+  batchSeq = -1;
+  batchLastId = 0;
+  batchRecords = 0;
+  /** `[msgId, records]` per written() call. */
+  readonly acks: [number, number][] = [];
+  /** `[msgId, code]` per refuse() call. */
+  readonly refusals: [number, number][] = [];
+
+  constructor(clientId: number, session = 0n) {
+    this.clientId = clientId;
+    this.session = session;
+  }
+
+  written(msgId: number, records: number): void {
+    this.acks.push([msgId, records]);
+  }
+
+  refuse(msgId: number, code: number): void {
+    this.refusals.push([msgId, code]);
+  }
+
+  /** Records acked so far. */
+  get ackedRecords(): number {
+    return this.acks.reduce((n, [, r]) => n + r, 0);
+  }
+}
+
+/** One queue entry of `source` holding messages `ids`, each `name` with payload `p<id>`. */
+function entry(source: Source, ids: number[], name = "n"): Entry {
+  const data = concat(ids.map((id) => encodeMsg(id, name, `p${id}`)));
+  return { source, data, count: ids.length, bytes: data.length };
+}
+
+/** A legacy entry: records that carry their own client_id. */
+function legacyEntry(source: Source, records: [number, number][]): Entry {
+  const frames = records.map(([clientId, msgId]) => {
+    const payload = new TextEncoder().encode(`x${msgId}`);
+    const f = new Uint8Array(4 + 1 + 4 + 4 + 1 + 1 + payload.length);
+    writeU32(f, 0, f.length - 4);
+    f[4] = RECORD_WITH_CLIENT;
+    writeU32(f, 5, clientId);
+    writeU32(f, 9, msgId);
+    f[13] = 1;
+    f[14] = 0x2d; // "-"
+    f.set(payload, 15);
+    return f;
+  });
+  const data = concat(frames);
+  return { source, data, count: records.length, bytes: data.length };
+}
+
+interface Rig {
+  queue: Channel<Entry>;
+  store: FakeStore;
+  writer: Writer;
+  logs: string[];
+  done: Promise<void>;
+  /** Closes the queue and waits for the writer to finish. */
+  finish(): Promise<void>;
+}
+
+function rig(options: Partial<WriterOptions> & { ackMode?: AckMode } = {}): Rig {
+  const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
+  const store = new FakeStore();
+  const logs: string[] = [];
+  const writer = new Writer(queue, store, {
+    ackMode: "written",
+    msgPerWrite: 4096,
+    flushIntervalMs: 0,
+    maxFileBytes: 0,
+    writeRetryMs: 100,
+    log: new Logger("debug", (line) => logs.push(line)),
+    ...options,
+  });
+  const done = writer.run();
+  return {
+    queue,
+    store,
+    writer,
+    logs,
+    done,
+    async finish() {
+      queue.close();
+      await done;
+    },
+  };
+}
+
+Deno.test("Writer stores queued records as lines and acks each source once per batch", async () => {
+  const r = rig();
+  const a = new Source(1, 7n);
+  const b = new Source(2);
+  r.queue.tryPush(entry(a, [1, 2]));
+  r.queue.tryPush(entry(b, [5]));
+  r.queue.tryPush(entry(a, [3]));
+  await r.finish();
+  equal(r.store.segments[0], "1 1 n p1\n1 2 n p2\n2 5 n p5\n1 3 n p3\n");
+  deepStrictEqual(r.store.batches.map((x) => x.runs), [[
+    "1/7:1-2(2)=1 1 n p1\n1 2 n p2\n",
+    "2/0:5-5(1)=2 5 n p5\n",
+    "1/7:3-3(1)=1 3 n p3\n",
+  ]]);
+  deepStrictEqual(a.acks, [[3, 3]]);
+  deepStrictEqual(b.acks, [[5, 1]]);
+  equal(r.writer.stats.records, 4);
+  equal(r.writer.stats.acked, 4);
+});
+
+Deno.test("Writer skips frames marked refused (type 0) inside an entry", async () => {
+  const r = rig();
+  const a = new Source(1);
+  const e = entry(a, [1, 2, 3]);
+  const second = encodeMsg(1, "n", "p1").length;
+  e.data[second + 4] = 0; // msg 2 was NACKed by the connection after being copied
+  r.queue.tryPush({ ...e, count: 2 });
+  await r.finish();
+  equal(r.store.segments[0], "1 1 n p1\n1 3 n p3\n");
+  deepStrictEqual(a.acks, [[3, 2]]);
+});
+
+Deno.test("Writer formats legacy records with the client_id each one carries", async () => {
+  const r = rig();
+  const legacy = new Source(0);
+  r.queue.tryPush(legacyEntry(legacy, [[10, 1], [11, 1], [10, 2]]));
+  await r.finish();
+  equal(r.store.segments[0], "10 1 - x1\n11 1 - x1\n10 2 - x2\n");
+  deepStrictEqual(legacy.acks, [[2, 3]]);
+});
+
+Deno.test("Writer never puts more than MSG_PER_WRITE records in a batch, splitting an entry", async () => {
+  const r = rig({ msgPerWrite: 3 });
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1, 2, 3, 4, 5, 6, 7]));
+  await r.finish();
+  deepStrictEqual(r.store.batches.map((x) => x.records), [3, 3, 1]);
+  deepStrictEqual(r.store.batches[1]!.runs, ["1/0:4-6(3)=1 4 n p4\n1 5 n p5\n1 6 n p6\n"]);
+  deepStrictEqual(a.acks, [[3, 3], [6, 3], [7, 1]]);
+});
+
+Deno.test("Writer retries a failing store and acks once it takes the batch", async () => {
+  const r = rig({ writeRetryMs: 2000 });
+  r.store.failAppends = 2;
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1, 2]));
+  await r.finish();
+  deepStrictEqual(r.store.calls, ["append!", "append!", "append"]);
+  equal(r.store.segments[0], "1 1 n p1\n1 2 n p2\n");
+  deepStrictEqual(a.acks, [[2, 2]]);
+  deepStrictEqual(a.refusals, []);
+  ok(r.logs.some((l) => l.includes("WARN storage recovered attempt=3")), r.logs.join(""));
+  equal(r.logs.filter((l) => l.includes("ERROR write failed")).length, 2);
+});
+
+Deno.test("Writer refuses every record of a batch with NACK 4 once the retry time is out", async () => {
+  const r = rig({ writeRetryMs: 50 });
+  r.store.failAppends = Infinity;
+  const a = new Source(1);
+  const b = new Source(2);
+  r.queue.tryPush(entry(a, [1, 2]));
+  r.queue.tryPush(entry(b, [9]));
+  await delay(5); // let the first batch start failing
+  r.queue.tryPush(entry(a, [3]));
+  const started = performance.now();
+  await r.finish();
+  deepStrictEqual(a.refusals, [[1, NackCode.STORAGE_ERROR], [2, 4], [3, 4]]);
+  deepStrictEqual(b.refusals, [[9, 4]]);
+  deepStrictEqual(a.acks, []);
+  equal(r.writer.stats.failedRecords, 4);
+  equal(r.writer.stats.records, 0);
+  equal(r.store.segments[0], "");
+  // The first batch was retried for its window; the second, with storage known down, got one try.
+  const fails = r.store.calls.filter((c) => c === "append!").length;
+  ok(fails >= 3, `only ${fails} attempts`);
+  ok(performance.now() - started < 1000, "the second batch waited out a retry window too");
+  ok(r.logs.some((l) => l.includes("refusing the batch with NACK 4 records=3")), r.logs.join(""));
+});
+
+Deno.test("Writer serves again once a failed store recovers, giving later batches one try each", async () => {
+  const r = rig({ writeRetryMs: 30 });
+  r.store.failAppends = Infinity;
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1]));
+  await delay(100);
+  deepStrictEqual(a.refusals, [[1, 4]]);
+  r.store.failAppends = 1; // one more failure, then it works
+  r.queue.tryPush(entry(a, [2]));
+  await delay(50);
+  deepStrictEqual(a.refusals, [[1, 4], [2, 4]]); // one try while down: refused at once
+  r.queue.tryPush(entry(a, [3]));
+  await r.finish();
+  deepStrictEqual(a.acks, [[3, 1]]);
+  equal(r.store.segments[0], "1 3 n p3\n");
+  ok(r.logs.some((l) => l.includes("storage recovered")));
+});
+
+Deno.test("ACK_MODE=received: the writer still reports stored records but counts no acks", async () => {
+  const r = rig({ ackMode: "received" });
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1, 2]));
+  await r.finish();
+  deepStrictEqual(a.acks, [[2, 2]]);
+  equal(r.writer.stats.acked, 0);
+  equal(r.writer.stats.records, 2);
+});
+
+Deno.test("Writer rotates before a batch would pass FILE_MAX_BYTES, never splitting a record", async () => {
+  const r = rig({ maxFileBytes: 120, msgPerWrite: 2 });
+  const a = new Source(1);
+  const ids = Array.from({ length: 20 }, (_, i) => i + 1);
+  for (const id of ids) r.queue.tryPush(entry(a, [id], "name"));
+  await r.finish();
+  ok(r.store.calls.includes("rotate"));
+  ok(r.store.segments.length > 2, `${r.store.segments.length} segments`);
+  for (const segment of r.store.segments) {
+    ok(new TextEncoder().encode(segment).length <= 120, `segment of ${segment.length}: ${segment}`);
+    ok(segment === "" || segment.endsWith("\n"));
+  }
+  equal(r.store.segments.join(""), ids.map((id) => `1 ${id} name p${id}\n`).join(""));
+  equal(a.ackedRecords, 20);
+});
+
+Deno.test("Writer keeps storing while rotation fails and rotates as soon as it can", async () => {
+  const r = rig({ maxFileBytes: 60, msgPerWrite: 1 });
+  r.store.failRotations = 3;
+  const a = new Source(1);
+  const ids = Array.from({ length: 12 }, (_, i) => i + 1);
+  for (const id of ids) r.queue.tryPush(entry(a, [id], "name"));
+  await r.finish();
+  // Three batches went on into the full segment while rotation failed; every batch after that
+  // found room again, so the limit holds from then on.
+  const tries = r.store.calls.filter((c) => c.startsWith("rotate"));
+  deepStrictEqual(tries.slice(0, 4), ["rotate!", "rotate!", "rotate!", "rotate"]);
+  ok(new TextEncoder().encode(r.store.segments[0]!).length > 60);
+  for (const segment of r.store.segments.slice(1)) {
+    ok(new TextEncoder().encode(segment).length <= 60, segment);
+  }
+  equal(r.store.segments.join(""), ids.map((id) => `1 ${id} name p${id}\n`).join(""));
+  equal(a.ackedRecords, 12);
+  deepStrictEqual(a.refusals, []);
+});
+
+Deno.test("Writer reopens the store between batches, never inside one", async () => {
+  const r = rig();
+  const a = new Source(1);
+  let open!: () => void;
+  r.store.gate = new Promise((resolve) => open = resolve);
+  r.queue.tryPush(entry(a, [1]));
+  await delay(5); // the writer is inside append, held by the gate
+  r.writer.reopen();
+  r.queue.tryPush(entry(a, [2]));
+  open();
+  r.store.gate = null;
+  await r.finish();
+  deepStrictEqual(r.store.calls, ["append", "reopen", "append"]);
+  deepStrictEqual(r.store.segments, ["1 1 n p1\n", "1 2 n p2\n"]);
+});
+
+Deno.test("FLUSH_INTERVAL_MS gathers records that arrive within it into one batch", async () => {
+  const r = rig({ flushIntervalMs: 80 });
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1]));
+  await delay(20);
+  r.queue.tryPush(entry(a, [2]));
+  await delay(150);
+  deepStrictEqual(r.store.batches.map((x) => x.records), [2]);
+  await r.finish();
+});
