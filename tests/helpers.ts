@@ -19,6 +19,7 @@ import {
 } from "../src/protocol/replies.ts";
 import { type ParsedLine, parseFile } from "../src/server/line.ts";
 import { type MsgServer, startServer } from "../src/server/server.ts";
+import type { Store } from "../src/store/store.ts";
 
 /** A server under test and where it writes. */
 export interface TestServer {
@@ -37,6 +38,7 @@ export interface TestServer {
 export async function withServer(
   overrides: Partial<Config>,
   fn: (t: TestServer) => void | Promise<void>,
+  options: { store?: Store } = {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "msgserver_test_" });
   const file = `${dir}/messages.log`;
@@ -44,7 +46,7 @@ export async function withServer(
   const log = new Logger(overrides.LOG_LEVEL ?? "debug", (line) => logs.push(line));
   const server = await startServer(
     { ...DEFAULTS, PORT: 0, FILE_NAME: file, ...overrides },
-    { log, writeRetryMs: 200 },
+    { log, writeRetryMs: 200, ...options },
   );
   try {
     await fn({ server, port: server.addr.port, file, dir, logs });

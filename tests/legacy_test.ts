@@ -1,8 +1,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
-import { LEGACY_FRAME_BYTES } from "../src/server/legacy_connection.ts";
+import { legacyFrame, LegacyPeer } from "./support/legacy_peer.ts";
 import {
-  closeQuietly,
   concat,
   delay,
   freePort,
@@ -10,51 +9,7 @@ import {
   readText,
   type TestServer,
   withServer,
-  writeAll,
 } from "./helpers.ts";
-
-const enc = new TextEncoder();
-
-/** One frame as the original C++ clients send it. */
-function legacyFrame(clientId: number, msgId: number, name: string, message: string): Uint8Array {
-  const frame = new Uint8Array(LEGACY_FRAME_BYTES);
-  const view = new DataView(frame.buffer);
-  view.setUint32(0, clientId);
-  view.setUint32(4, msgId);
-  frame.set(enc.encode(name).subarray(0, 128), 8);
-  frame.set(enc.encode(message).subarray(0, 1024), 136);
-  return frame;
-}
-
-/** A legacy client: writes frames, counts the `ack` bytes that come back. */
-class LegacyPeer {
-  readonly conn: Deno.TcpConn;
-  #received = "";
-  constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-  }
-  static async connect(port: number): Promise<LegacyPeer> {
-    return new LegacyPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
-  }
-  write(bytes: Uint8Array): Promise<void> {
-    return writeAll(this.conn, bytes);
-  }
-  /** Waits until `n` acks in total have arrived; returns the raw text received. */
-  async acks(n: number, timeoutMs = 10000): Promise<string> {
-    const buf = new Uint8Array(4096);
-    const deadline = Date.now() + timeoutMs;
-    while (this.#received.length < n * 3) {
-      if (Date.now() > deadline) throw new Error(`Got ${this.#received.length / 3} acks of ${n}`);
-      const got = await this.conn.read(buf);
-      if (got === null) throw new Error(`Closed after ${this.#received.length / 3} acks of ${n}`);
-      this.#received += new TextDecoder().decode(buf.subarray(0, got));
-    }
-    return this.#received;
-  }
-  close(): void {
-    closeQuietly(this.conn);
-  }
-}
 
 function withLegacy(fn: (t: TestServer & { legacyPort: number }) => Promise<void>) {
   return withServer(

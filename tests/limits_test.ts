@@ -5,7 +5,7 @@ import { deepStrictEqual, equal, fail, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { Decoded } from "../src/protocol/decoder.ts";
 import { encodeHello, encodeMsg, FrameType } from "../src/protocol/frames.ts";
-import { OUTBOX_HIGH_WATER } from "../src/server/connection.ts";
+import { OUTBOX_HIGH_WATER } from "../src/server/served.ts";
 import {
   closeQuietly,
   concat,

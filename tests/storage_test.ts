@@ -1,9 +1,9 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { MsgClient, NackError } from "../src/client/client.ts";
 import { NackCode } from "../src/protocol/frames.ts";
-import { LEGACY_FRAME_BYTES } from "../src/server/legacy_connection.ts";
 import { type ParsedLine, parseFile } from "../src/server/line.ts";
-import { delay, freePort, readRecords, withServer, writeAll } from "./helpers.ts";
+import { delay, readRecords, withServer } from "./helpers.ts";
+import { FakeStore } from "./support/fake_store.ts";
 
 /** Every record in `dir` from files named `messages.log*` (the live file and rotated ones). */
 async function allRecords(dir: string): Promise<{ records: ParsedLine[]; files: number }> {
@@ -120,78 +120,24 @@ Deno.test("a full disk mid-batch leaves no partial line, acks nothing of the bat
 });
 
 Deno.test("records refused for storage after their connection left are not reported as delivered", async () => {
-  equal(Deno.uid(), 0, "this test mounts a small tmpfs and must run as root (CI does)");
-  const mount = await Deno.makeTempDir({ prefix: "msgserver_fs_" });
-  const run = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1) }).output();
-  equal((await run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mount])).code, 0);
-  try {
-    const filler = `${mount}/filler`;
-    await Deno.writeFile(filler, new Uint8Array(64 * 1024 - 4096));
-    const file = `${mount}/messages.log`;
-    await Deno.writeFile(file, new Uint8Array(0));
-    await withServer({ FILE_NAME: file }, async ({ port, logs }) => {
-      const big = "y".repeat(3000); // two fit in the 4 KiB left, three do not (one batch)
-      const first = await MsgClient.connect({ port, clientId: 6, session: 77n });
-      const lost = [1, 2, 3].map((i) => first.send("s", `${i}${big}`).catch((e) => e));
+  const store = new FakeStore();
+  store.failAppends = Infinity;
+  await withServer({}, async ({ port, logs }) => {
+    const first = await MsgClient.connect({ port, clientId: 6, session: 77n });
+    const lost = [1, 2, 3].map((i) => first.send("s", `m${i}`).catch((e) => e));
+    await delay(20);
+    ok(!logs.some((l) => l.includes("refusing the batch")), "the connection leaves first");
+    await first.close(); // leaves before the server gives up and sends NACK 4
+    await Promise.all(lost);
+    for (let i = 0; i < 100 && !logs.some((l) => l.includes("refusing the batch")); i++) {
       await delay(20);
-      ok(!logs.some((l) => l.includes("refusing the batch")), "the connection leaves first");
-      await first.close(); // leaves before the server gives up and sends NACK 4
-      await Promise.all(lost);
-      for (let i = 0; i < 100 && !logs.some((l) => l.includes("refusing the batch")); i++) {
-        await delay(20);
-      }
-      ok(logs.some((l) => l.includes("refusing the batch")), "the batch was refused");
-      await Deno.remove(filler);
-      const again = await MsgClient.connect({ port, clientId: 6, session: 77n });
-      const held = (await readRecords(file)).map((r) => r.msgId);
-      ok(held.length < 3, `the last record did not fit (${held})`);
-      equal(again.lastMsgId, held.at(-1) ?? 0, "WELCOME reports exactly what is in the file");
-      const rest = [1, 2, 3].filter((i) => i > again.lastMsgId);
-      await Promise.all(rest.map((i) => again.send("s", `${i}${big}`, i)));
-      await again.close();
-      deepStrictEqual((await readRecords(file)).map((r) => r.msgId), [1, 2, 3]);
-    });
-  } finally {
-    await run(["umount", mount]);
-    await Deno.remove(mount, { recursive: true });
-  }
-});
-
-Deno.test("a legacy connection whose last record cannot be stored is closed at once, not after SHUTDOWN_TIMEOUT_MS", async () => {
-  equal(Deno.uid(), 0, "this test mounts a small tmpfs and must run as root (CI does)");
-  const mount = await Deno.makeTempDir({ prefix: "msgserver_fs_" });
-  const run = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1) }).output();
-  equal((await run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mount])).code, 0);
-  try {
-    await Deno.writeFile(`${mount}/filler`, new Uint8Array(64 * 1024)); // the disk is full
-    const file = `${mount}/messages.log`;
-    await Deno.writeFile(file, new Uint8Array(0));
-    const config = { FILE_NAME: file, LEGACY_PORT: freePort(), SHUTDOWN_TIMEOUT_MS: 20_000 };
-    await withServer(config, async ({ server, logs }) => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.legacyAddr!.port });
-      const frame = new Uint8Array(LEGACY_FRAME_BYTES);
-      new DataView(frame.buffer).setUint32(4, 1); // client_id 0, msg_id 1
-      frame.set(new TextEncoder().encode("name"), 8);
-      frame.set(new TextEncoder().encode("does not fit"), 136);
-      await writeAll(conn, frame);
-      await conn.closeWrite(); // end of input: the server waits for the record's outcome
-      const started = performance.now();
-      while (server.stats().connectionsOpen > 0 && performance.now() - started < 10_000) {
-        await delay(20);
-      }
-      const took = performance.now() - started;
-      ok(logs.some((l) => l.includes("closing legacy connection: a record was not written")));
-      equal(server.stats().connectionsOpen, 0, "the connection is still open after 10 s");
-      ok(took < 5000, `it took ${took.toFixed(0)} ms to close`);
-      equal(
-        await conn.read(new Uint8Array(16)),
-        null,
-        "no ack for the record that was not written",
-      );
-      conn.close();
-    });
-  } finally {
-    await run(["umount", mount]);
-    await Deno.remove(mount, { recursive: true });
-  }
+    }
+    ok(logs.some((l) => l.includes("refusing the batch")), "the batch was refused");
+    store.failAppends = 0;
+    const again = await MsgClient.connect({ port, clientId: 6, session: 77n });
+    equal(again.lastMsgId, 0, "WELCOME reports exactly what is stored: nothing");
+    await Promise.all([1, 2, 3].map((i) => again.send("s", `m${i}`, i)));
+    await again.close();
+    equal(store.segments.join(""), "6 1 s m1\n6 2 s m2\n6 3 s m3\n");
+  }, { store });
 });

@@ -1,15 +1,16 @@
 /**
  * The client library: connect, say HELLO, then `send` messages, each settled by the server's
- * ACK (or NACK). Sends are pipelined: frames queued in one tick go out in one socket write.
- * The CLI, the tests and the benchmarks all use it.
+ * ACK (or NACK). Sends are pipelined through an outbox with one socket write in flight: frames
+ * queued while one write is under way go out together in the next. The CLI, the tests and the
+ * benchmarks all use it.
  *
  * @module
  */
 
 import { closeQuietly } from "../io/close_quietly.ts";
-import { writeAll } from "../io/write_all.ts";
 import { Decoded, type FrameDecoder } from "../protocol/decoder.ts";
 import { encodeMsg, FrameType } from "../protocol/frames.ts";
+import { Outbox } from "../protocol/outbox.ts";
 import {
   decodeAck,
   decodeError,
@@ -83,9 +84,7 @@ export class MsgClient {
   #nextId: number;
   #pending: Pending[] = [];
   #head = 0;
-  #outbox: Uint8Array[] = [];
-  #flushScheduled = false;
-  #writing: Promise<void> = Promise.resolve();
+  readonly #outbox: Outbox;
   #error: ConnectionError | null = null;
   #closing = false;
   #resolveClosed!: (e: ConnectionError | null) => void;
@@ -98,6 +97,10 @@ export class MsgClient {
   ) {
     this.#conn = conn;
     this.#decoder = decoder;
+    this.#outbox = new Outbox(conn, {
+      initialBytes: 4096,
+      onError: (e) => this.#fail(new ConnectionError(0, e.message)),
+    });
     this.session = session;
     this.lastMsgId = welcome.lastMsgId;
     this.maxMessageBytes = welcome.maxMessageBytes;
@@ -166,33 +169,7 @@ export class MsgClient {
 
   /** Queues raw bytes for the server, as they are (tests use it to send broken frames). */
   sendRaw(bytes: Uint8Array): void {
-    this.#outbox.push(bytes);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#flushScheduled = false;
-    const parts = this.#outbox;
-    this.#outbox = [];
-    let bytes: Uint8Array;
-    if (parts.length === 1) {
-      bytes = parts[0]!;
-    } else {
-      let total = 0;
-      for (const p of parts) total += p.length;
-      bytes = new Uint8Array(total);
-      let at = 0;
-      for (const p of parts) {
-        bytes.set(p, at);
-        at += p.length;
-      }
-    }
-    this.#writing = this.#writing.then(() => writeAll(this.#conn, bytes)).catch((e) =>
-      this.#fail(new ConnectionError(0, (e as Error).message))
-    );
+    this.#outbox.send(bytes);
   }
 
   async #readLoop(): Promise<void> {
@@ -265,7 +242,7 @@ export class MsgClient {
   /** Closes the connection; messages not yet acked are rejected. */
   async close(): Promise<void> {
     this.#closing = true;
-    await this.#writing;
+    await this.#outbox.flushing;
     this.#fail(new ConnectionError(0, "closed by the client"));
     await this.closed;
   }

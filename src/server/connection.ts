@@ -7,11 +7,10 @@
  * @module
  */
 
-import type { Config } from "../config.ts";
-import type { Logger } from "../log.ts";
-import { Decoded, type DecoderLimits, FrameDecoder } from "../protocol/decoder.ts";
+import { closeQuietly } from "../io/close_quietly.ts";
+import { within } from "../io/within.ts";
+import { Decoded, FrameDecoder } from "../protocol/decoder.ts";
 import {
-  ACK_FRAME_BYTES,
   encodeError,
   encodeNack,
   encodeWelcome,
@@ -20,80 +19,28 @@ import {
   MSG_FIXED_BYTES,
   NackCode,
   readU32,
-  writeAck,
 } from "../protocol/frames.ts";
 import { decodeHello } from "../protocol/hello.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { timingSafeEqual } from "./auth.ts";
-import { type Channel, ChannelClosedError } from "./channel.ts";
-import { writeAll } from "../io/write_all.ts";
-import { within } from "../io/within.ts";
-import { Session, type SessionOwner, type SessionTable } from "./sessions.ts";
 import type { Entry, RecordSource } from "./entry.ts";
-import { closeQuietly } from "../io/close_quietly.ts";
-
-/** Counters shared by all connections. */
-export interface ConnectionStats {
-  received: number;
-  /** Records acked on receipt (ACK_MODE received); the writer counts the others. */
-  ackedOnReceipt: number;
-  nacked: number;
-  duplicates: number;
-  protocolErrors: number;
-}
-
-/** What the server needs of any connection it serves, native or legacy. */
-export interface Served {
-  readonly isClosed: boolean;
-  /** True while a handshake is still owed (never for the legacy protocol). */
-  readonly awaitingHello: boolean;
-  /** When it was accepted (ms, `performance.now()`). */
-  readonly openedAt: number;
-  /** True while it waits on the server (queue room, session resume): timeouts do not run. */
-  readonly waitingOnServer: boolean;
-  /** When the last whole frame arrived (ms, `performance.now()`). */
-  readonly lastActivity: number;
-  /** Reply bytes not yet taken by the socket. */
-  readonly pendingReplyBytes: number;
-  /** Reads and serves until the connection ends. */
-  serve(): Promise<void>;
-  /** Shutdown: closes after every ack owed is sent. */
-  finish(): Promise<void>;
-  /** Closes at once. */
-  abort(): void;
-  /** Closes for a timeout, telling the peer if the protocol can. */
-  timeout(reason: string): void;
-}
-
-/** What a connection needs from the server it belongs to. */
-export interface ServerContext {
-  readonly config: Config;
-  readonly queue: Channel<Entry>;
-  readonly sessions: SessionTable;
-  readonly log: Logger;
-  readonly stats: ConnectionStats;
-  readonly limits: DecoderLimits;
-  /** The AUTH_TOKEN as bytes, or null when none is required. */
-  readonly token: Uint8Array | null;
-  /** True from the moment shutdown begins: no new record is accepted. */
-  readonly stopping: boolean;
-  /** Called once when the connection has ended. */
-  closed(connection: Served): void;
-}
+import { Outbox } from "../protocol/outbox.ts";
+import {
+  enqueue,
+  ERROR_FLUSH_MS,
+  OUTBOX_HIGH_WATER,
+  type Served,
+  type ServerContext,
+  Unsettled,
+} from "./served.ts";
+import { Session, type SessionOwner } from "./sessions.ts";
 
 const State = { AWAIT_HELLO: 0, READY: 1, CLOSED: 2 } as const;
 /**
- * Past this many unsent reply bytes, a connection stops reading and decoding until the peer
- * catches up (the legacy protocol's acks count too).
- */
-export const OUTBOX_HIGH_WATER = 64 * 1024;
-/**
- * The outbox grows by doubling, but not past this on the way (unless one reply needs it): it stops
- * taking replies just past OUTBOX_HIGH_WATER, so doubling to 128 KiB would only waste memory.
+ * The outbox grows by doubling, but not past this on the way (unless one reply needs it): reading
+ * stops just past OUTBOX_HIGH_WATER, so doubling to 128 KiB would only waste memory.
  */
 const OUTBOX_GROWTH_LIMIT = OUTBOX_HIGH_WATER + 4 * 1024;
-/** How long a goodbye (an ERROR, the last acks) may take to reach the peer before the socket is closed anyway. */
-export const ERROR_FLUSH_MS = 1000;
 
 /**
  * One client connection and its service task.
@@ -116,30 +63,21 @@ export class Connection implements RecordSource, SessionOwner, Served {
   readonly openedAt = performance.now();
   /** When the last whole frame arrived (ms, `performance.now()`). */
   lastActivity = this.openedAt;
+  /** True while it waits on the server (queue room, a session resume): timeouts do not run. */
+  waitingOnServer = false;
   readonly id: number;
   readonly remote: string;
 
   readonly #conn: Deno.Conn;
   readonly #ctx: ServerContext;
   readonly #decoder: FrameDecoder;
+  readonly #outbox: Outbox;
   #state: number = State.AWAIT_HELLO;
   #session: Session | null = null;
-  /** True while it waits on the server (queue room, a session resume): timeouts do not run. */
-  #serverBusy = false;
   readonly #ackOnReceipt: boolean;
   #closing: Promise<void> | null = null;
-  /** Records queued but not yet acked or refused by the writer. */
-  #unacked = 0;
-  #allSettled: (() => void) | null = null;
-
-  // Outbox: replies are appended to #out; #flushLoop writes it while appends go to the other buffer.
-  #out = new Uint8Array(256);
-  #outLen = 0;
-  #spare = new Uint8Array(256);
-  #lastAckAt = -1;
-  #flushing: Promise<void> | null = null;
-  /** Bytes of the socket write under way, until all are taken. */
-  #inFlight = 0;
+  /** Records queued but not yet stored or refused by the writer. */
+  readonly #unsettled = new Unsettled();
 
   constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
     this.#conn = conn;
@@ -148,6 +86,15 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${addr.hostname}:${addr.port}`;
     this.#decoder = new FrameDecoder({ ...ctx.limits, checkType: (type) => this.#checkType(type) });
+    this.#outbox = new Outbox(conn, {
+      growthLimit: OUTBOX_GROWTH_LIMIT,
+      onError: (e) => {
+        if (this.#state !== State.CLOSED) {
+          ctx.log.debug("connection write failed", { conn: this.id, error: e.message });
+        }
+        this.#closeSocket();
+      },
+    });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
   }
 
@@ -163,12 +110,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   /** Reply bytes not yet taken by the socket. */
   get pendingReplyBytes(): number {
-    return this.#outLen + this.#inFlight;
-  }
-
-  /** True while the connection waits on the server (queue room, a session resume). */
-  get waitingOnServer(): boolean {
-    return this.#serverBusy;
+    return this.#outbox.pending;
   }
 
   /** Reads and serves frames until the peer leaves, breaks the protocol, or the server stops. */
@@ -208,7 +150,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
     let count = 0;
     let first = true;
     while (this.#state !== State.CLOSED) {
-      if (this.#outLen > OUTBOX_HIGH_WATER && this.#flushing !== null) {
+      const outbox = this.#outbox;
+      if (outbox.buffered > OUTBOX_HIGH_WATER && outbox.flushing !== null) {
         // Before each frame, not only before each read: one read of tiny refused frames can owe
         // several times its size in NACKs. Stop decoding (and so reading) until the peer takes
         // its replies.
@@ -217,7 +160,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
           regionStart = -1;
           count = 0;
         }
-        await this.#flushing;
+        await outbox.flushing;
         continue;
       }
       const result = decoder.next();
@@ -336,28 +279,13 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     const session = this.#session!;
     const lastId = session.lastId;
-    const queue = this.#ctx.queue;
-    this.#unacked += count;
+    this.#unsettled.add(count);
     session.pending += count;
-    try {
-      if (!queue.tryPush(entry)) {
-        // While this waits for room, a read buffer grown for a big frame is dead weight.
-        this.#decoder.releaseIfDrained();
-        this.#serverBusy = true;
-        try {
-          await queue.push(entry);
-        } finally {
-          this.#serverBusy = false;
-        }
-        this.lastActivity = performance.now(); // the wait was the server's, not the peer's
-      }
-    } catch (e) {
-      if (e instanceof ChannelClosedError) {
-        this.#unacked -= count; // shutting down: not written, so not acked
-        session.refused(count);
-        return;
-      }
-      throw e;
+    // While this waits for room, a read buffer grown for a big frame is dead weight.
+    if (!await enqueue(this.#ctx.queue, entry, this, () => this.#decoder.releaseIfDrained())) {
+      this.#unsettled.settle(count); // shutting down: not accepted, so never acked
+      session.refused(count);
+      return;
     }
     if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
@@ -391,18 +319,18 @@ export class Connection implements RecordSource, SessionOwner, Served {
       const previous = session.owner;
       session.owner = this;
       this.#session = session; // so that ending now releases it
-      this.#serverBusy = true; // the timeouts do not count the server's own waiting
+      this.waitingOnServer = true; // the timeouts do not count the server's own waiting
       if (previous !== null && previous !== this) previous.takeOver();
       // WELCOME promises that everything up to last_msg_id is in the file: wait for what the
       // session's earlier connections queued to be written (or refused) first.
       resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
-      this.#serverBusy = false;
+      this.waitingOnServer = false;
       this.lastActivity = performance.now();
       if (this.#state === State.CLOSED || session.owner !== this) return false;
     }
     this.#session = session;
     this.#state = State.READY;
-    this.#send(encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, resumeAt));
+    this.#outbox.send(encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, resumeAt));
     this.#ctx.log.debug("hello", { conn: this.id, client_id: clientId, session: sessionId });
     return true;
   }
@@ -419,43 +347,24 @@ export class Connection implements RecordSource, SessionOwner, Served {
 
   written(msgId: number, records: number): void {
     this.#session!.written(msgId, records);
-    this.#settled(records);
+    this.#unsettled.settle(records);
     if (!this.#ackOnReceipt) this.#ack(msgId);
   }
 
   #ack(msgId: number): void {
     // After an ERROR nothing more is sent; the peer learns what landed from WELCOME.last_msg_id.
-    if (this.#state === State.CLOSED) return;
-    // ACKs are cumulative: one still waiting in the outbox is raised instead of adding another.
-    if (this.#lastAckAt >= 0 && this.#lastAckAt === this.#outLen - ACK_FRAME_BYTES) {
-      writeAck(this.#out, this.#lastAckAt, msgId);
-      return;
-    }
-    this.#reserve(ACK_FRAME_BYTES);
-    this.#lastAckAt = this.#outLen;
-    this.#outLen = writeAck(this.#out, this.#outLen, msgId);
-    this.#kick();
+    if (this.#state !== State.CLOSED) this.#outbox.ack(msgId);
   }
 
   /** The writer could not store this queued record. */
   refuse(msgId: number, code: number, reason: string): void {
     this.#session!.refused(1);
-    this.#settled(1);
+    this.#unsettled.settle(1);
     this.#nack(msgId, code, reason);
   }
 
   #nack(msgId: number, code: number, reason: string): void {
-    if (this.#state === State.CLOSED) return;
-    this.#send(encodeNack(msgId, code, reason));
-  }
-
-  /** Counts queued records whose outcome is known; wakes an end-of-input wait at zero. */
-  #settled(records: number): void {
-    this.#unacked -= records;
-    if (this.#unacked <= 0 && this.#allSettled !== null) {
-      this.#allSettled();
-      this.#allSettled = null;
-    }
+    if (this.#state !== State.CLOSED) this.#outbox.send(encodeNack(msgId, code, reason));
   }
 
   /**
@@ -495,14 +404,15 @@ export class Connection implements RecordSource, SessionOwner, Served {
       code,
       reason,
     });
-    this.#send(encodeError(code, reason));
+    this.#outbox.send(encodeError(code, reason));
     this.#state = State.CLOSED;
-    this.#closing = within(this.#flushing, ERROR_FLUSH_MS).then(() => this.#closeSocket());
+    this.#closing = within(this.#outbox.flushing, ERROR_FLUSH_MS).then(() => this.#closeSocket());
     return this.#closing;
   }
 
   #closeSocket(): void {
     this.#state = State.CLOSED;
+    this.#outbox.discard();
     closeQuietly(this.#conn);
   }
 
@@ -513,67 +423,13 @@ export class Connection implements RecordSource, SessionOwner, Served {
    */
   async #end(eof: boolean): Promise<void> {
     if (eof && this.#state !== State.CLOSED) {
-      if (this.#unacked > 0) {
-        const settled = new Promise<void>((r) => this.#allSettled = r);
-        await within(settled, this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
-        this.#allSettled = null;
-      }
-      await within(this.#flushing, ERROR_FLUSH_MS);
+      await this.#unsettled.wait(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+      await within(this.#outbox.flushing, ERROR_FLUSH_MS);
     }
     if (this.#closing !== null) await this.#closing;
     if (this.#session !== null && this.#session.owner === this) this.#session.owner = null;
     this.#closeSocket();
     this.#ctx.closed(this);
-  }
-
-  #reserve(n: number): void {
-    const need = this.#outLen + n;
-    if (need <= this.#out.length) return;
-    const grown = new Uint8Array(
-      Math.max(need, Math.min(this.#out.length * 2, OUTBOX_GROWTH_LIMIT)),
-    );
-    grown.set(this.#out.subarray(0, this.#outLen));
-    this.#out = grown;
-  }
-
-  #send(frame: Uint8Array): void {
-    this.#reserve(frame.length);
-    this.#out.set(frame, this.#outLen);
-    this.#outLen += frame.length;
-    this.#lastAckAt = -1;
-    this.#kick();
-  }
-
-  #kick(): void {
-    if (this.#flushing === null) this.#flushing = this.#flushLoop();
-  }
-
-  async #flushLoop(): Promise<void> {
-    try {
-      while (this.#outLen > 0) {
-        const bytes = this.#out;
-        const length = this.#outLen;
-        this.#out = this.#spare;
-        this.#outLen = 0;
-        this.#lastAckAt = -1;
-        this.#inFlight = length;
-        await writeAll(this.#conn, bytes.subarray(0, length));
-        this.#inFlight = 0;
-        this.#spare = bytes;
-      }
-    } catch (e) {
-      if (this.#state !== State.CLOSED) {
-        this.#ctx.log.debug("connection write failed", {
-          conn: this.id,
-          error: (e as Error).message,
-        });
-      }
-      this.#outLen = 0;
-      this.#closeSocket();
-    } finally {
-      this.#inFlight = 0;
-      this.#flushing = null;
-    }
   }
 }
 

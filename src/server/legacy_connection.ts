@@ -11,19 +11,20 @@
  * @module
  */
 
+import { closeQuietly } from "../io/close_quietly.ts";
+import { within } from "../io/within.ts";
 import { readU32, writeU32 } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
-import { ChannelClosedError } from "./channel.ts";
+import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
+import { Outbox } from "../protocol/outbox.ts";
 import {
+  enqueue,
   ERROR_FLUSH_MS,
   OUTBOX_HIGH_WATER,
   type Served,
   type ServerContext,
-} from "./connection.ts";
-import { writeAll } from "../io/write_all.ts";
-import { within } from "../io/within.ts";
-import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
-import { closeQuietly } from "../io/close_quietly.ts";
+  Unsettled,
+} from "./served.ts";
 
 /** Bytes in one legacy frame. */
 export const LEGACY_FRAME_BYTES = 1160;
@@ -38,10 +39,6 @@ const FRAMES_PER_READ = 16;
 // An internal record: length, type, client_id, msg_id, name_len, name, payload.
 const RECORD_OVERHEAD = 4 + 1 + 4 + 4 + 1;
 const ACK = new TextEncoder().encode("ack");
-/** `ack` repeated, sliced for each write of owed acks rather than built per write. */
-const ACKS = new Uint8Array(Math.ceil(OUTBOX_HIGH_WATER / ACK.length) * ACK.length).map((_, i) =>
-  ACK[i % ACK.length]!
-);
 const DASH = 0x2d;
 
 /** Length of the text at `d[start, start + max)` up to its first NUL. */
@@ -79,16 +76,12 @@ export class LegacyConnection implements RecordSource, Served {
   readonly #ctx: ServerContext;
   readonly #ackOnReceipt: boolean;
   readonly #buf = new Uint8Array(LEGACY_FRAME_BYTES * FRAMES_PER_READ);
+  /** The acks owed; they can pass OUTBOX_HIGH_WATER, as the writer does not wait for reads to stop. */
+  readonly #outbox: Outbox;
   #end = 0;
   #closed = false;
-  // Acks owed but not yet written, and the write in flight that carries earlier ones.
-  #acksOwed = 0;
-  #flushing: Promise<void> | null = null;
-  /** Ack bytes handed to the socket write under way and not yet taken. */
-  #inFlight = 0;
-  /** Records queued but not yet acked by the writer. */
-  #unacked = 0;
-  #allSettled: (() => void) | null = null;
+  /** Records queued but not yet stored or refused by the writer. */
+  readonly #unsettled = new Unsettled();
 
   constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
     this.#conn = conn;
@@ -96,12 +89,13 @@ export class LegacyConnection implements RecordSource, Served {
     this.id = id;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = `${addr.hostname}:${addr.port}`;
+    this.#outbox = new Outbox(conn, { onError: () => this.#close() });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
   }
 
   /** Ack bytes not yet taken by the socket. */
   get pendingReplyBytes(): number {
-    return this.#acksOwed * ACK.length + this.#inFlight;
+    return this.#outbox.pending;
   }
 
   /** True once the connection is closed or closing. */
@@ -114,8 +108,9 @@ export class LegacyConnection implements RecordSource, Served {
     const buf = this.#buf;
     try {
       while (!this.#closed) {
-        if (this.#acksOwed * ACK.length > OUTBOX_HIGH_WATER && this.#flushing !== null) {
-          await this.#flushing;
+        const outbox = this.#outbox;
+        if (outbox.buffered > OUTBOX_HIGH_WATER && outbox.flushing !== null) {
+          await outbox.flushing;
         }
         const n = await this.#conn.read(buf.subarray(this.#end));
         if (n === null) {
@@ -193,21 +188,10 @@ export class LegacyConnection implements RecordSource, Served {
 
   async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
-    const queue = this.#ctx.queue;
-    this.#unacked += count;
-    try {
-      if (!queue.tryPush(entry)) {
-        this.waitingOnServer = true;
-        await queue.push(entry);
-        this.waitingOnServer = false;
-        this.lastActivity = performance.now();
-      }
-    } catch (e) {
-      if (e instanceof ChannelClosedError) {
-        this.#unacked -= count;
-        return;
-      }
-      throw e;
+    this.#unsettled.add(count);
+    if (!await enqueue(this.#ctx.queue, entry, this)) {
+      this.#unsettled.settle(count); // shutting down: not accepted, so never acked
+      return;
     }
     if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
@@ -216,38 +200,24 @@ export class LegacyConnection implements RecordSource, Served {
   }
 
   written(_msgId: number, records: number): void {
-    this.#settled(records);
+    this.#unsettled.settle(records);
     if (!this.#ackOnReceipt) this.#ack(records);
   }
 
-  /** Counts queued records whose outcome is known; wakes an end-of-input wait at zero. */
-  #settled(records: number): void {
-    this.#unacked -= records;
-    if (this.#unacked <= 0 && this.#allSettled !== null) {
-      this.#allSettled();
-      this.#allSettled = null;
-    }
-  }
-
   #ack(records: number): void {
-    if (this.#closed) return;
-    this.#acksOwed += records;
-    if (this.#flushing === null) this.#flushing = this.#flushAcks();
+    if (!this.#closed) this.#outbox.repeat(ACK, records);
   }
 
   /** After the peer's end of input, waits (bounded) until what it sent is acked and sent. */
   async #awaitAcks(): Promise<void> {
     const deadline = performance.now() + this.#ctx.config.SHUTDOWN_TIMEOUT_MS;
-    if (this.#unacked > 0) {
-      await within(new Promise<void>((r) => this.#allSettled = r), deadline - performance.now());
-      this.#allSettled = null;
-    }
-    await within(this.#flushing, Math.max(deadline - performance.now(), 0));
+    await this.#unsettled.wait(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+    await within(this.#outbox.flushing, Math.max(deadline - performance.now(), 0));
   }
 
   /** The legacy protocol has no refusal: a record that cannot be written ends the connection. */
   refuse(msgId: number, code: number, reason: string): void {
-    this.#settled(1);
+    this.#unsettled.settle(1);
     if (this.#closed) return;
     this.#ctx.log.warn("closing legacy connection: a record was not written", {
       conn: this.id,
@@ -258,30 +228,9 @@ export class LegacyConnection implements RecordSource, Served {
     this.#close();
   }
 
-  async #flushAcks(): Promise<void> {
-    try {
-      while (this.#acksOwed > 0 && !this.#closed) {
-        const n = this.#acksOwed;
-        this.#acksOwed = 0;
-        // Acks can be owed past ACKS.length (the writer does not wait for reads to stop).
-        for (let left = n * ACK.length; left > 0 && !this.#closed;) {
-          const chunk = Math.min(left, ACKS.length);
-          this.#inFlight = left;
-          await writeAll(this.#conn, ACKS.subarray(0, chunk));
-          left -= chunk;
-        }
-      }
-    } catch {
-      this.#close();
-    } finally {
-      this.#inFlight = 0;
-      this.#flushing = null;
-    }
-  }
-
   /** Shutdown: closes once the acks already owed are out (there is no goodbye frame). */
   async finish(): Promise<void> {
-    await within(this.#flushing, ERROR_FLUSH_MS);
+    await within(this.#outbox.flushing, ERROR_FLUSH_MS);
     this.#close();
   }
 
@@ -297,6 +246,7 @@ export class LegacyConnection implements RecordSource, Served {
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#outbox.discard();
     closeQuietly(this.#conn);
   }
 }

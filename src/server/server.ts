@@ -11,7 +11,8 @@ import { Logger } from "../log.ts";
 import type { DecoderLimits } from "../protocol/decoder.ts";
 import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../protocol/frames.ts";
 import { Channel } from "./channel.ts";
-import { Connection, type ConnectionStats, type Served, type ServerContext } from "./connection.ts";
+import { Connection } from "./connection.ts";
+import type { ConnectionStats, Served, ServerContext } from "./served.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
 import { acceptLoop, listen, ListenError, listenTls } from "./listener.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
@@ -72,6 +73,11 @@ export interface ServerOptions {
   log?: Logger;
   /** How long a failing write is retried before NACK 4 (default 5000 ms). */
   writeRetryMs?: number;
+  /**
+   * Where records go instead of FILE_NAME (to embed the server over another store, or to test
+   * it over one that fails on demand); the server closes it at shutdown.
+   */
+  store?: Store;
 }
 
 /**
@@ -307,7 +313,7 @@ export class MsgServer {
    */
   static async start(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
     const log = options.log ?? new Logger(config.LOG_LEVEL);
-    const store = await FileStore.open(config.FILE_NAME, {
+    const store = options.store ?? await FileStore.open(config.FILE_NAME, {
       durable: config.ACK_MODE === "durable",
       log,
     });

@@ -1,0 +1,168 @@
+/**
+ * The contract between the server and the connections it serves, native (`connection.ts`) or
+ * legacy (`legacy_connection.ts`): what the server asks of a connection ({@linkcode Served}),
+ * what it gives one ({@linkcode ServerContext}), and the two pieces both kinds of connection
+ * share: putting an entry on the queue ({@linkcode enqueue}) and counting the records still
+ * owed an outcome ({@linkcode Unsettled}).
+ *
+ * @module
+ */
+
+import type { Config } from "../config.ts";
+import { within } from "../io/within.ts";
+import type { Logger } from "../log.ts";
+import type { DecoderLimits } from "../protocol/decoder.ts";
+import { type Channel, ChannelClosedError } from "./channel.ts";
+import type { Entry } from "./entry.ts";
+import type { SessionTable } from "./sessions.ts";
+
+/** Counters shared by all connections. */
+export interface ConnectionStats {
+  received: number;
+  /** Records acked on receipt (ACK_MODE received); the writer counts the others. */
+  ackedOnReceipt: number;
+  nacked: number;
+  duplicates: number;
+  protocolErrors: number;
+}
+
+/** What the server needs of any connection it serves, native or legacy. */
+export interface Served {
+  readonly isClosed: boolean;
+  /** True while a handshake is still owed (never for the legacy protocol). */
+  readonly awaitingHello: boolean;
+  /** When it was accepted (ms, `performance.now()`). */
+  readonly openedAt: number;
+  /** True while it waits on the server (queue room, session resume): timeouts do not run. */
+  readonly waitingOnServer: boolean;
+  /** When the last whole frame arrived (ms, `performance.now()`). */
+  readonly lastActivity: number;
+  /** Reply bytes not yet taken by the socket. */
+  readonly pendingReplyBytes: number;
+  /** Reads and serves until the connection ends. */
+  serve(): Promise<void>;
+  /** Shutdown: closes after every ack owed is sent. */
+  finish(): Promise<void>;
+  /** Closes at once. */
+  abort(): void;
+  /** Closes for a timeout, telling the peer if the protocol can. */
+  timeout(reason: string): void;
+}
+
+/** What a connection needs from the server it belongs to. */
+export interface ServerContext {
+  readonly config: Config;
+  readonly queue: Channel<Entry>;
+  readonly sessions: SessionTable;
+  readonly log: Logger;
+  readonly stats: ConnectionStats;
+  readonly limits: DecoderLimits;
+  /** The AUTH_TOKEN as bytes, or null when none is required. */
+  readonly token: Uint8Array | null;
+  /** True from the moment shutdown begins: no new record is accepted. */
+  readonly stopping: boolean;
+  /** Called once when the connection has ended. */
+  closed(connection: Served): void;
+}
+
+/**
+ * Past this many unsent reply bytes, a connection stops reading and decoding until the peer
+ * catches up (the legacy protocol's acks count too).
+ */
+export const OUTBOX_HIGH_WATER = 64 * 1024;
+
+/** How long a goodbye (an ERROR, the last acks) may take to reach the peer before the socket is closed anyway. */
+export const ERROR_FLUSH_MS = 1000;
+
+/** What {@linkcode enqueue} updates on the connection while it waits. */
+export interface Waiting {
+  /** Set while waiting for room: the server's wait, during which timeouts do not run. */
+  waitingOnServer: boolean;
+  /** Moved to the end of the wait, which was the server's, not the peer's. */
+  lastActivity: number;
+}
+
+/**
+ * Puts `entry` on the queue, waiting for room when it is full (TCP then pushes back on the
+ * peer). Resolves false if the queue was closed for shutdown: the records were not accepted.
+ * `beforeWait` runs once before a wait, to drop what need not be held through it.
+ *
+ * @example
+ * ```ts
+ * import { enqueue } from "./served.ts";
+ * import { Channel } from "./channel.ts";
+ * import type { Entry } from "./entry.ts";
+ * declare const entry: Entry;
+ * const queue = new Channel<Entry>({ maxRecords: 10, maxBytes: 1024 });
+ * const task = { waitingOnServer: false, lastActivity: performance.now() };
+ * if (!await enqueue(queue, entry, task)) console.log("shutting down: not accepted");
+ * ```
+ */
+export async function enqueue(
+  queue: Channel<Entry>,
+  entry: Entry,
+  task: Waiting,
+  beforeWait?: () => void,
+): Promise<boolean> {
+  try {
+    if (queue.tryPush(entry)) return true;
+    beforeWait?.();
+    task.waitingOnServer = true;
+    try {
+      await queue.push(entry);
+    } finally {
+      task.waitingOnServer = false;
+    }
+    task.lastActivity = performance.now();
+    return true;
+  } catch (e) {
+    if (e instanceof ChannelClosedError) return false;
+    throw e;
+  }
+}
+
+/**
+ * Records a connection queued that the writer has not yet stored or refused, so that a peer
+ * that ends its input still gets the acks it is owed before the socket closes.
+ *
+ * @example
+ * ```ts
+ * import { Unsettled } from "./served.ts";
+ * const unsettled = new Unsettled();
+ * unsettled.add(3);
+ * setTimeout(() => unsettled.settle(3), 10);
+ * await unsettled.wait(1000); // true: all three settled in time
+ * ```
+ */
+export class Unsettled {
+  #count = 0;
+  #wake: (() => void) | null = null;
+
+  /** Records not yet settled. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** `records` more were queued. */
+  add(records: number): void {
+    this.#count += records;
+  }
+
+  /** `records` were stored or refused; wakes a `wait` when none is left. */
+  settle(records: number): void {
+    this.#count -= records;
+    if (this.#count <= 0 && this.#wake !== null) {
+      this.#wake();
+      this.#wake = null;
+    }
+  }
+
+  /** Waits at most `ms` for every record to settle; true if they did. */
+  async wait(ms: number): Promise<boolean> {
+    if (this.#count <= 0) return true;
+    const settled = new Promise<void>((r) => this.#wake = r);
+    const done = await within(settled, ms);
+    this.#wake = null;
+    return done;
+  }
+}
