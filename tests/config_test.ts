@@ -3,10 +3,12 @@ import {
   type Config,
   CONFIG_KEYS,
   ConfigError,
+  configHelp,
   DEFAULTS,
   loadConfig,
   type LoadOptions,
   parseConfigText,
+  redactConfig,
 } from "../src/config.ts";
 import { withTempDir } from "./helpers.ts";
 
@@ -412,4 +414,39 @@ Deno.test("loadConfig never shows the token of a malformed AUTH_TOKEN line", asy
       );
     }
   });
+});
+
+Deno.test("redactConfig() shows every key, a set secret as (hidden) and an empty one as empty", () => {
+  const config: Config = { ...DEFAULTS, PORT: 9001, ACK_MODE: "durable", AUTH_TOKEN: "hunter2" };
+  const shown = redactConfig(config);
+  deepStrictEqual(shown, { ...config, AUTH_TOKEN: "(hidden)" });
+  deepStrictEqual(Object.keys(shown), CONFIG_KEYS);
+  ok(!JSON.stringify(shown).includes("hunter2"));
+  equal(config.AUTH_TOKEN, "hunter2", "the config itself is left as it was");
+  deepStrictEqual(redactConfig(DEFAULTS), { ...DEFAULTS, AUTH_TOKEN: "" });
+});
+
+Deno.test("configHelp() has one line per key, in order, with its flag, meaning and default", () => {
+  const lines = configHelp().split("\n");
+  deepStrictEqual(lines.map((line) => /^ {2}--[a-z-]+ VALUE +([A-Z_]+):/.exec(line)?.[1]), [
+    ...CONFIG_KEYS,
+  ]);
+  ok(
+    lines.includes(
+      "  --port VALUE                  PORT: TCP port (0: any free port, server only) (default 9000)",
+    ),
+    lines.join("\n"),
+  );
+  ok(
+    lines.includes(
+      '  --ack-mode VALUE              ACK_MODE: when a message is acknowledged (default "written")',
+    ),
+    lines.join("\n"),
+  );
+  ok(
+    lines.includes(
+      '  --auth-token VALUE            AUTH_TOKEN: token HELLO must carry (empty: none) (default "")',
+    ),
+    lines.join("\n"),
+  );
 });
