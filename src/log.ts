@@ -39,6 +39,7 @@ export class Logger {
    * log.info("listening", { addr: "127.0.0.1:9000" });
    * ```
    */
+  /** Lines below `level` are dropped; `sink` receives each line (stderr by default). */
   constructor(level: LogLevel, sink?: (line: string) => void) {
     this.#min = RANK[level];
     this.#sink = sink ?? writeStderr;

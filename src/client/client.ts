@@ -27,6 +27,7 @@ export { ConnectionError, NackError };
 export interface ConnectOptions {
   /** Server address; default 127.0.0.1. */
   hostname?: string;
+  /** Server port. */
   port: number;
   /** u32 client id written at the start of each line. */
   clientId: number;

@@ -20,6 +20,7 @@ export class NackError extends Error {
   readonly msgId: number;
   /** The NACK code (1 too large, 2 bad name, 3 duplicate, 4 storage error). */
   readonly code: number;
+  /** `reason` is the text the server sent with the NACK. */
   constructor(msgId: number, code: number, reason: string) {
     super(`Message ${msgId} refused: code ${code}: ${reason}`);
     this.name = "NackError";
@@ -41,6 +42,7 @@ export class NackError extends Error {
 export class ConnectionError extends Error {
   /** The ERROR code, or 0 when the connection broke without one. */
   readonly code: number;
+  /** `code` 0 means the connection broke without an ERROR; `reason` says how. */
   constructor(code: number, reason: string) {
     super(code === 0 ? `Connection lost: ${reason}` : `Server error ${code}: ${reason}`);
     this.name = "ConnectionError";

@@ -25,5 +25,7 @@ export {
   GiveUpError,
   ReliableClient,
   type ReliableOptions,
+  type ReliableStats,
 } from "./reliable.ts";
-export * from "../protocol/frames.ts";
+export { ErrorCode, MAX_NAME_BYTES, NackCode, PROTOCOL_VERSION } from "../protocol/frames.ts";
+export type { Welcome } from "../protocol/replies.ts";

@@ -83,6 +83,7 @@ export type DeliveryKind = "acked" | "resumed" | "duplicate";
  *
  * @example
  * ```ts
+ * declare const client: ReliableClient;
  * const { msgId, how } = await client.send("orders", "42");
  * ```
  */
@@ -99,6 +100,7 @@ export interface Delivery {
  *
  * @example
  * ```ts
+ * declare const client: ReliableClient;
  * try {
  *   await client.send("orders", "42");
  * } catch (e) {
@@ -123,6 +125,7 @@ export class GiveUpError extends Error {
  *
  * @example
  * ```ts
+ * declare const client: ReliableClient;
  * client.abort();
  * await client.send("orders", "42").catch((e) => e instanceof ClientClosedError); // true
  * ```
@@ -140,6 +143,7 @@ export class ClientClosedError extends Error {
  *
  * @example
  * ```ts
+ * declare const client: ReliableClient;
  * const { connects, resent } = client.stats;
  * ```
  */
@@ -294,6 +298,7 @@ export class ReliableClient {
    *
    * @example
    * ```ts
+   * declare const client: ReliableClient;
    * await client.ready();
    * ```
    */
@@ -330,6 +335,7 @@ export class ReliableClient {
    *
    * @example
    * ```ts
+   * declare const client: ReliableClient;
    * const { msgId } = await client.send("client_1", "hi");
    * ```
    */
@@ -372,6 +378,7 @@ export class ReliableClient {
    *
    * @example
    * ```ts
+   * declare const client: ReliableClient;
    * client.send("client_1", "last words");
    * await client.close();
    * ```
@@ -390,6 +397,7 @@ export class ReliableClient {
    *
    * @example
    * ```ts
+   * declare const client: ReliableClient;
    * await client.abort();
    * ```
    */

@@ -52,6 +52,8 @@ const MIN_READ_SPACE = 4096;
  *
  * @example
  * ```ts
+ * declare const conn: Deno.Conn;
+ * declare function handle(bytes: Uint8Array, body: number, end: number): void;
  * const decoder = new FrameDecoder({
  *   maxMsgLength: 1024,
  *   maxSkippedMsgLength: 16384,

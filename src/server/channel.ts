@@ -36,6 +36,7 @@ interface Waiter<T> {
  *
  * @example
  * ```ts
+ * declare const item: { count: number; bytes: number };
  * const ch = new Channel<{ count: number; bytes: number }>({ maxRecords: 1000, maxBytes: 1 << 20 });
  * if (!ch.tryPush(item)) await ch.push(item);
  * // in the consumer:

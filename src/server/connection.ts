@@ -47,6 +47,8 @@ const OUTBOX_GROWTH_LIMIT = OUTBOX_HIGH_WATER + 4 * 1024;
  *
  * @example
  * ```ts
+ * declare const conn: Deno.Conn;
+ * declare const context: import("./served.ts").ServerContext;
  * const connection = new Connection(conn, context, 1);
  * await connection.serve(); // returns when the peer or the server ends it
  * ```

@@ -52,6 +52,8 @@ function textLength(d: Uint8Array, start: number, max: number): number {
  *
  * @example
  * ```ts
+ * declare const conn: Deno.Conn;
+ * declare const context: import("./served.ts").ServerContext;
  * const connection = new LegacyConnection(conn, context, 1);
  * await connection.serve();
  * ```

@@ -226,7 +226,9 @@ export class LineBuffer {
 
 /** One record read back from a line of the file. */
 export interface ParsedLine {
+  /** The first field. */
   clientId: number;
+  /** The second field. */
   msgId: number;
   /** The name as written (UTF-8). */
   name: string;

@@ -66,6 +66,7 @@ export function listen(
  *
  * @example
  * ```ts
+ * import { DEFAULTS } from "../config.ts";
  * const listener = await listenTls({ ...DEFAULTS, TLS_CERT: "cert.pem", TLS_KEY: "key.pem" });
  * ```
  */
@@ -105,6 +106,8 @@ export async function listenTls(
  *
  * @example
  * ```ts
+ * declare const listener: Deno.Listener;
+ * declare const log: import("../log.ts").Logger;
  * await acceptLoop(listener, { hasRoom: () => true, serve: (conn) => conn.close() }, log);
  * ```
  */

@@ -16,12 +16,16 @@
  * ```
  */
 export class BucketHistogram {
+  /** Upper bounds of the buckets, rising. */
   readonly bounds: readonly number[];
   /** Observations at or below each bound (not cumulative); the last slot is +Inf. */
   readonly counts: number[];
+  /** Sum of the observed values. */
   sum = 0;
+  /** Observations. */
   count = 0;
 
+  /** `bounds` must rise; a last bucket above them (+Inf) is added. */
   constructor(bounds: readonly number[]) {
     this.bounds = bounds;
     this.counts = new Array(bounds.length + 1).fill(0);

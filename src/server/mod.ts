@@ -12,5 +12,21 @@
  * @module
  */
 export { MsgServer, type ServerOptions, type ServerStats, startServer } from "./server.ts";
-export { type Config, DEFAULTS, loadConfig } from "../config.ts";
+export {
+  type Config,
+  DEFAULTS,
+  loadConfig,
+  type LoadedConfig,
+  type LoadOptions,
+  type Setting,
+  SETTINGS,
+  type SettingValue,
+} from "../config.ts";
 export { type ParsedLine, parseFile, parseLine } from "./line.ts";
+export { Logger } from "../log.ts";
+export type { AckMode, LogLevel } from "../config.ts";
+export type { ConnectionStats } from "./served.ts";
+export type { WriterStats } from "./writer.ts";
+export type { Batch, BatchRun, Store, StoreStats } from "../store/store.ts";
+export type { RecordSource } from "./entry.ts";
+export { BucketHistogram } from "./metrics.ts";

@@ -18,11 +18,15 @@ import type { SessionTable } from "./sessions.ts";
 
 /** Counters shared by all connections. */
 export interface ConnectionStats {
+  /** MSG frames (and legacy frames) received. */
   received: number;
   /** Records acked on receipt (ACK_MODE received); the writer counts the others. */
   ackedOnReceipt: number;
+  /** Messages refused with NACK 1, 2 or 4. */
   nacked: number;
+  /** Messages refused with NACK 3. */
   duplicates: number;
+  /** Connections closed with ERROR 1. */
   protocolErrors: number;
 }
 

@@ -33,6 +33,7 @@ const MAX_READ_BUFFER_BYTES = 64 * 1024;
  *
  * @example
  * ```ts
+ * import { FrameDecoder } from "../protocol/decoder.ts";
  * const decoder = new FrameDecoder(connectionDecoderLimits(1024 * 1024));
  * ```
  */
@@ -48,14 +49,19 @@ export function connectionDecoderLimits(maxMessageBytes: number): DecoderLimits 
 
 /** Counters of a running server. */
 export interface ServerStats extends ConnectionStats {
+  /** Connections open now, both kinds. */
   connectionsOpen: number;
+  /** Connections accepted since start. */
   connectionsTotal: number;
+  /** Records waiting in the queue for the writer. */
   queueRecords: number;
+  /** Bytes waiting in the queue for the writer. */
   queueBytes: number;
   /** Reply bytes (acks, NACKs, errors) waiting for their peers to take them. */
   replyBytesPending: number;
   /** Records acked, in any ACK_MODE. */
   acked: number;
+  /** The writer's counters. */
   writer: WriterStats;
 }
 
@@ -85,6 +91,7 @@ export interface ServerOptions {
  *
  * @example
  * ```ts
+ * import { DEFAULTS } from "../config.ts";
  * const server = await startServer({ ...DEFAULTS, PORT: 0, FILE_NAME: "/tmp/m.log" });
  * console.log(server.addr.port);
  * await server.shutdown();
@@ -478,6 +485,7 @@ function isLoopback(ip: string): boolean {
  *
  * @example
  * ```ts
+ * declare const config: import("../config.ts").Config;
  * const server = await startServer(config);
  * Deno.addSignalListener("SIGTERM", () => server.shutdown());
  * ```

@@ -15,13 +15,17 @@ import type { BucketHistogram } from "../server/metrics.ts";
  * the batch.
  */
 export interface BatchRun {
+  /** The connection the records came from. */
   readonly source: RecordSource;
+  /** Where its first line starts in the batch. */
   readonly lineStart: number;
+  /** Just past its last line. */
   readonly lineEnd: number;
   /** The msg_id of its first record. */
   readonly firstId: number;
   /** The msg_id of its last record. */
   readonly lastId: number;
+  /** Records in the run. */
   readonly records: number;
 }
 
@@ -36,8 +40,11 @@ export interface BatchRun {
  * ```
  */
 export interface Batch {
+  /** The lines, each ending in a line feed. */
   readonly bytes: Uint8Array;
+  /** Records in the batch. */
   readonly records: number;
+  /** The runs, in the order of their lines. */
   readonly runs: readonly BatchRun[];
 }
 
@@ -70,6 +77,7 @@ export interface Store {
   readonly name: string;
   /** Bytes in the current segment (the data file): where the next batch starts. */
   readonly size: number;
+  /** Timings, for /metrics. */
   readonly stats: StoreStats;
   /**
    * Keeps the whole batch, as ACK_MODE says (synced in durable mode), or throws; after a

@@ -16,7 +16,7 @@ const MODULE = new URL("../src/server/line_wasm.ts", import.meta.url);
  * @example
  * ```ts
  * const bytes = await assembleLineWasm();
- * new WebAssembly.Module(bytes);
+ * new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);
  * ```
  */
 export async function assembleLineWasm(): Promise<Uint8Array> {
