@@ -1,7 +1,7 @@
 /**
  * Test helpers: a real server on a free loopback port writing to a file in a temporary folder,
- * the server as its own process, a raw peer that speaks frames byte by byte, a seeded PRNG and
- * small socket utilities.
+ * the server as its own process (re-exported from `support/spawn.ts`, which the load tool shares),
+ * a raw peer that speaks frames byte by byte, a seeded PRNG and small socket utilities.
  *
  * @module
  */
@@ -236,100 +236,11 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-const MSGSERVER = new URL("../src/cli/msgserver.ts", import.meta.url).pathname;
-
-/** msgserver running as its own process (see {@linkcode spawnServer}). */
-export interface SpawnedServer {
-  child: Deno.ChildProcess;
-  /** The port of its `listening addr=HOST:PORT` line. */
-  port: number;
-  /** Everything it wrote to stderr so far. */
-  stderr(): string;
-  /** Resolves when its stderr is drained (after the process ended). */
-  drained: Promise<void>;
-  /**
-   * Sends `signal` (SIGTERM by default) unless it has exited, waits for the exit and the drained
-   * stderr, and returns the exit code. Later calls return the first call's result.
-   */
-  stop(signal?: Deno.Signal): Promise<number>;
-}
-
-/** Options of {@linkcode spawnServer}. */
-export interface SpawnOptions {
-  /** Arguments after the script, e.g. flags. */
-  args?: string[];
-  /** Only a listen line on this port counts (the server must be configured with it). */
-  port?: number;
-  /** How long to wait for the listen line; 15 s by default. */
-  timeoutMs?: number;
-}
-
-/** {@linkcode spawnServer} gave up: the process exited or stayed silent before it listened. */
-export class ServerStartError extends Error {
-  /** Everything the process wrote to stderr. */
-  readonly stderr: string;
-
-  constructor(stderr: string) {
-    super(`Server did not start:\n${stderr}`);
-    this.name = "ServerStartError";
-    this.stderr = stderr;
-  }
-}
-
-/**
- * Starts `msgserver` as its own process with MS_HOME=dir, in `dir`, stdin and stdout closed and
- * stderr captured, and waits for its `listening addr=HOST:PORT` line. If the process exits first
- * or the line does not come in time, kills it, waits for it and throws a
- * {@linkcode ServerStartError}.
- */
-export async function spawnServer(dir: string, options: SpawnOptions = {}): Promise<SpawnedServer> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MSGSERVER, ...(options.args ?? [])],
-    env: { MS_HOME: dir },
-    cwd: dir,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const wanted = new RegExp(`listening addr=\\S+:(${options.port ?? "\\d+"})\\s`);
-  let text = "";
-  let seen = false;
-  let signal: (port: number | null) => void = () => {};
-  const listening = new Promise<number | null>((r) => signal = r);
-  const drained = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      const m = seen ? null : text.match(wanted);
-      if (m !== null) {
-        seen = true;
-        signal(Number(m[1]));
-      }
-    }
-    signal(null);
-  })();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const port = await Promise.race([
-    listening,
-    new Promise<null>((r) => timer = setTimeout(() => r(null), options.timeoutMs ?? 15000)),
-  ]);
-  clearTimeout(timer);
-  let exit: Promise<number> | null = null;
-  const stop = (sig: Deno.Signal = "SIGTERM"): Promise<number> => {
-    exit ??= (async () => {
-      try {
-        child.kill(sig);
-      } catch {
-        // exited already
-      }
-      const status = await child.status;
-      await drained;
-      return status.code;
-    })();
-    return exit;
-  };
-  if (port === null) {
-    await stop("SIGKILL");
-    throw new ServerStartError(text);
-  }
-  return { child, port, stderr: () => text, drained, stop };
-}
+export {
+  ServerStartError,
+  type ShutdownOptions,
+  type SpawnedServer,
+  type SpawnOptions,
+  spawnServer,
+  type StopResult,
+} from "./support/spawn.ts";

@@ -1,0 +1,76 @@
+/**
+ * The load generator behind `deno task bench`: opens many connections to msgserver, keeps a
+ * window of messages in flight on each, and measures throughput, per-message latency (ACK arrival
+ * minus send time) and fairness. Unless `--port` names a running server, it starts its own
+ * server as a child process on a free port with a fresh data file, and after the run stops it with
+ * SIGTERM and checks that the file holds exactly one line per acknowledged message.
+ *
+ * Run `deno task bench --help` for the flags and presets. The parts: `options.ts` (flags,
+ * presets), `child_server.ts` (the server it starts), `phase.ts` (one phase), `connection.ts`
+ * (the per-connection send/ack loop, the hot path), `file_check.ts`, `report.ts`, `run.ts` (the
+ * whole run).
+ *
+ * @module
+ */
+
+import { ChildServer } from "./child_server.ts";
+import { parseOptions, USAGE, UsageError } from "./options.ts";
+import { formatReport } from "./report.ts";
+import { runLoad } from "./run.ts";
+
+/**
+ * Parses `args`, runs the load and prints the report; resolves with the exit status: 0 when
+ * nothing went wrong, 1 when something did (a problem in the report, or the server would not
+ * start), 2 for a bad command line.
+ *
+ * @example
+ * ```ts
+ * Deno.exit(await main(["--preset", "seed-load"]));
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  let options;
+  try {
+    options = parseOptions(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`bench: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (options === null) {
+    console.log(USAGE);
+    return 0;
+  }
+  let server: ChildServer | null = null;
+  if (options.port === null) {
+    try {
+      server = await ChildServer.start(options.host, options.ackMode);
+    } catch (e) {
+      console.error(`bench: ${(e as Error).message}`);
+      return 1;
+    }
+    console.error(
+      `bench: started msgserver pid ${server.pid} on ${server.host}:${server.port}, ` +
+        `ack-mode ${options.ackMode}, data file ${server.file}`,
+    );
+  }
+  const keep = options.keep;
+  const onSignal = () => {
+    server?.abort(keep);
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  const report = await runLoad(options, server);
+  if (options.json) console.log(JSON.stringify(report, null, 2));
+  else console.log(formatReport(report));
+  Deno.removeSignalListener("SIGINT", onSignal);
+  if (server !== null) {
+    if (keep || !report.ok) console.error(`bench: kept ${server.dir} (messages.log, server.log)`);
+    else await server.removeDir();
+  }
+  return report.ok ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

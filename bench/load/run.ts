@@ -1,0 +1,128 @@
+/**
+ * A whole load run: every phase against one server, then, for a server the tool started, its CPU
+ * and memory, its exit after SIGTERM and the file check, gathered into a {@linkcode Report}.
+ *
+ * @module
+ */
+
+import type { ChildServer, ServerOutcome } from "./child_server.ts";
+import { checkFile, type FileCheck } from "./file_check.ts";
+import type { Options } from "./options.ts";
+import { type PhaseContext, type PhaseResult, runPhase } from "./phase.ts";
+import { readCpu } from "./proc.ts";
+import type { Report } from "./report.ts";
+
+/** How long the server has to exit after SIGTERM before it is killed. */
+const STOP_LIMIT_MS = 30_000;
+
+/**
+ * Runs the phases of `options` against `server` (started by the caller; null to use the one at
+ * `options.host`:`options.port`), stops it, checks its data file and returns the report. The
+ * caller removes the server's temp dir.
+ *
+ * @example
+ * ```ts
+ * import { ChildServer } from "./child_server.ts";
+ * import { parseOptions } from "./options.ts";
+ * import { formatReport } from "./report.ts";
+ *
+ * const options = parseOptions(["--connections", "2", "--count", "200"])!;
+ * const server = await ChildServer.start(options.host, options.ackMode);
+ * const report = await runLoad(options, server);
+ * console.log(formatReport(report));
+ * await server.removeDir();
+ * ```
+ */
+export async function runLoad(options: Options, server: ChildServer | null): Promise<Report> {
+  const port = server?.port ?? options.port!;
+  const ctx: PhaseContext = {
+    host: options.host,
+    port,
+    token: options.token,
+    connectConcurrency: options.connectConcurrency,
+    timeoutS: options.timeoutS,
+    serverRss: () => server === null ? Promise.resolve(null) : server.rss(),
+    nextClientId: 1,
+  };
+  const results: PhaseResult[] = [];
+  const problems: string[] = [];
+  for (const spec of options.phases) {
+    if (server?.exited) break;
+    const what = spec.durationS !== null ? `${spec.durationS} s` : `${spec.count} messages`;
+    console.error(
+      `bench: phase "${spec.name}": ${spec.connections} connections, window ${spec.window}, ` +
+        `${spec.size} B payload, ${what}`,
+    );
+    const result = await runPhase(spec, ctx);
+    results.push(result);
+    if (result.timedOut) break;
+  }
+
+  // Read before the file check, which is the bench's own work, not load generation.
+  const selfCpu = await readCpu(Deno.pid);
+  let outcome: ServerOutcome | null = null;
+  let fileCheck: FileCheck | null = null;
+  if (server !== null) {
+    outcome = await server.stop(STOP_LIMIT_MS);
+    const { exit, exitedEarly } = outcome;
+    if (exitedEarly) problems.push(`the server exited during the run (code ${exit.code})`);
+    if (exit.timedOut) problems.push("the server did not exit within 30 s of SIGTERM");
+    else if (exit.code !== 0 && !exitedEarly) {
+      problems.push(`the server exited with code ${exit.code} after SIGTERM`);
+    }
+    const ackedByClient = new Map<number, number>();
+    for (const r of results) for (const [k, v] of r.ackedByClient) ackedByClient.set(k, v);
+    fileCheck = await checkFile(server.file, ackedByClient);
+    problems.push(...fileProblems(fileCheck, results));
+  }
+  for (const r of results) {
+    if (r.timedOut) problems.push(`phase "${r.name}" timed out`);
+    if (r.unsettled > 0) problems.push(`phase "${r.name}": ${r.unsettled} messages never settled`);
+    if (r.errors > 0) problems.push(`phase "${r.name}": ${r.errors} errors`);
+  }
+  if (results.length < options.phases.length) problems.push("not every phase ran");
+  const cpu = outcome?.cpu ?? null;
+  return {
+    preset: options.preset,
+    ackMode: server === null ? null : options.ackMode,
+    server: {
+      host: options.host,
+      port,
+      startedByBench: server !== null,
+      pid: server?.pid ?? null,
+      cpuUserS: cpu?.user ?? null,
+      cpuSysS: cpu?.sys ?? null,
+      cpuS: cpu === null ? null : cpu.user + cpu.sys,
+      peakRssBytes: outcome?.peakRssBytes ?? null,
+      exit: outcome?.exit ?? null,
+      exitedEarly: outcome?.exitedEarly ?? false,
+      dataFile: server !== null && (options.keep || problems.length > 0) ? server.file : null,
+    },
+    loadCpuS: selfCpu === null ? null : selfCpu.user + selfCpu.sys,
+    phases: results.map(({ ackedByClient: _, ...rest }) => rest),
+    fileCheck,
+    ok: problems.length === 0,
+    problems,
+  };
+}
+
+/** The problems a failed file check adds to the report. */
+function fileProblems(check: FileCheck, results: PhaseResult[]): string[] {
+  if (check.ok) return [];
+  const problems: string[] = [];
+  const { lines, expected, defects } = check;
+  if (lines !== expected || check.clientMismatchCount > 0 || check.tornTail) {
+    const unsettled = results.reduce((s, r) => s + r.unsettled, 0);
+    const extra = lines - expected;
+    problems.push(
+      `MISMATCH: the data file has ${lines} lines, ${expected} acked` +
+        (extra > 0 && extra <= unsettled
+          ? ` (the ${extra} extra lines may be among the ${unsettled} messages left unsettled)`
+          : ""),
+    );
+  }
+  if (defects !== undefined) {
+    problems.push(`the data file has ${defects.count} defective lines, e.g. ${defects.samples[0]}`);
+  }
+  return problems;
+}

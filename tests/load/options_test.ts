@@ -1,0 +1,173 @@
+import { deepStrictEqual, equal, match, ok, throws } from "node:assert/strict";
+import {
+  type Options,
+  parseOptions,
+  type PhaseSpec,
+  PRESETS,
+  USAGE,
+  UsageError,
+} from "../../bench/load/options.ts";
+
+/** Parses with no MS_AUTH_TOKEN in the environment; fails on `--help`. */
+function parse(args: string[], env: Record<string, string> = {}): Options {
+  const options = parseOptions(args, { env: (name) => env[name] });
+  if (options === null) throw new Error(`${args.join(" ")} asked for help`);
+  return options;
+}
+
+function only(options: Options): PhaseSpec {
+  equal(options.phases.length, 1);
+  return options.phases[0]!;
+}
+
+Deno.test("parseOptions() without flags runs 64 x 256 for 5 s against a server it starts", () => {
+  deepStrictEqual(parse([]), {
+    phases: [{
+      name: "run",
+      connections: 64,
+      window: 256,
+      size: 100,
+      durationS: 5,
+      count: null,
+      perClientTable: false,
+    }],
+    preset: null,
+    host: "127.0.0.1",
+    port: null,
+    ackMode: "written",
+    json: false,
+    keep: false,
+    timeoutS: null,
+    connectConcurrency: 500,
+    token: "",
+  });
+});
+
+Deno.test("parseOptions() reads every flag", () => {
+  const options = parse([
+    ...["--connections", "3", "--window", "7", "--size", "0", "--duration", "2.5"],
+    ...["--host", "10.0.0.2", "--port", "9001", "--ack-mode", "durable", "--timeout", "9"],
+    ...["--connect-concurrency", "4", "--token", "t0k", "--json", "--keep"],
+  ]);
+  deepStrictEqual(options, {
+    phases: [{
+      name: "run",
+      connections: 3,
+      window: 7,
+      size: 0,
+      durationS: 2.5,
+      count: null,
+      perClientTable: false,
+    }],
+    preset: null,
+    host: "10.0.0.2",
+    port: 9001,
+    ackMode: "durable",
+    json: true,
+    keep: true,
+    timeoutS: 9,
+    connectConcurrency: 4,
+    token: "t0k",
+  });
+  const counted = only(parse(["--count", "1000", "--connections", "8"]));
+  equal(counted.count, 1000);
+  equal(counted.durationS, null);
+  equal(parse(["--ack-mode", "received"]).ackMode, "received");
+  equal(parse(["--ack-mode=written"]).ackMode, "written");
+});
+
+Deno.test("parseOptions() takes the token from MS_AUTH_TOKEN unless --token is given", () => {
+  equal(parse([], { MS_AUTH_TOKEN: "from-env" }).token, "from-env");
+  equal(parse(["--token", "flag"], { MS_AUTH_TOKEN: "from-env" }).token, "flag");
+  equal(parse(["--token", ""], { MS_AUTH_TOKEN: "from-env" }).token, "");
+});
+
+Deno.test("parseOptions() returns null for --help, whatever else is given", () => {
+  equal(parseOptions(["--help"]), null);
+  equal(parseOptions(["--preset", "latency", "--help"]), null);
+  match(USAGE, /^Usage: deno task bench \[flags\]\n/);
+  for (const flag of ["--connections N", "--count N", "--ack-mode MODE", "--keep", "--json"]) {
+    ok(USAGE.includes(`  ${flag}`), flag);
+  }
+  for (const name of Object.keys(PRESETS)) ok(USAGE.includes(`\n  ${name.padEnd(18)} `), name);
+});
+
+Deno.test("parseOptions() expands each preset into its phases", () => {
+  const latency = parse(["--preset", "seed-latency"]);
+  equal(latency.preset, "seed-latency");
+  deepStrictEqual(
+    latency.phases.map((p) => [p.name, p.connections, p.window, p.count, p.durationS]),
+    [["1 client", 1, 1, 100, null], ["100 clients", 100, 1, 10_000, null]],
+  );
+  ok(latency.phases.every((p) => p.perClientTable));
+  const concurrency = only(parse(["--preset", "seed-concurrency"]));
+  deepStrictEqual([concurrency.connections, concurrency.window, concurrency.count], [
+    10_000,
+    6,
+    60_000,
+  ]);
+  const load = only(parse(["--preset", "seed-load"]));
+  deepStrictEqual([load.connections, load.window, load.count], [100, 1, 10_000]);
+  for (
+    const [name, connections, window] of [
+      ["throughput", 64, 256],
+      ["request-ack", 64, 1],
+      ["latency", 1, 1],
+      ["fairness", 256, 1],
+    ] as const
+  ) {
+    deepStrictEqual(only(parse(["--preset", name])), {
+      name,
+      connections,
+      window,
+      size: 100,
+      durationS: 5,
+      count: null,
+      perClientTable: false,
+    });
+  }
+});
+
+Deno.test("flags override a preset's values; per-connection counts follow --connections", () => {
+  const load = only(parse(["--preset", "seed-load", "--connections", "10", "--window", "2"]));
+  deepStrictEqual([load.connections, load.window, load.count], [10, 2, 1000]);
+  const counted = only(parse(["--preset", "throughput", "--count", "50", "--size", "8"]));
+  deepStrictEqual([counted.durationS, counted.count, counted.size], [null, 50, 8]);
+  const timed = only(parse(["--preset", "seed-load", "--duration", "1"]));
+  deepStrictEqual([timed.durationS, timed.count], [1, null]);
+});
+
+Deno.test("parseOptions() refuses bad values with the flag, the value and what is allowed", () => {
+  const cases: [string[], string][] = [
+    [["--connections", "0"], '--connections is "0"; allowed: an integer from 1 to 100000'],
+    [
+      ["--connections", "100001"],
+      '--connections is "100001"; allowed: an integer from 1 to 100000',
+    ],
+    [["--window", "abc"], '--window is "abc"; allowed: an integer from 1 to 1000000'],
+    [["--window", "1.5"], '--window is "1.5"; allowed: an integer from 1 to 1000000'],
+    [["--size=-1"], '--size is "-1"; allowed: an integer from 0 to 67108864'],
+    [["--count", "0"], '--count is "0"; allowed: an integer from 1 to 4294967294'],
+    [["--port", "65536"], '--port is "65536"; allowed: an integer from 1 to 65535'],
+    [
+      ["--connect-concurrency", "0"],
+      '--connect-concurrency is "0"; allowed: an integer from 1 to 100000',
+    ],
+    [["--duration", "0"], '--duration is "0"; allowed: seconds, above 0, at most 86400'],
+    [["--duration", "1e3"], '--duration is "1e3"; allowed: seconds, above 0, at most 86400'],
+    [["--timeout", "86401"], '--timeout is "86401"; allowed: seconds, above 0, at most 86400'],
+    [["--ack-mode", "sync"], '--ack-mode is "sync"; allowed: received, written, durable'],
+    [
+      ["--preset", "nope"],
+      '--preset is "nope"; allowed: seed-latency, seed-concurrency, seed-load, throughput, ' +
+      "request-ack, latency, fairness",
+    ],
+    [["--duration", "1", "--count", "5"], "--duration and --count exclude each other"],
+  ];
+  for (const [args, message] of cases) {
+    throws(() => parse(args), (e) => e instanceof UsageError && e.message === message, message);
+  }
+  throws(() => parse(["--bogus"]), (e) => e instanceof UsageError && /--bogus/.test(e.message));
+  throws(() => parse(["extra"]), (e) => e instanceof UsageError && /extra/.test(e.message));
+  throws(() => parse(["--window"]), (e) => e instanceof UsageError && /--window/.test(e.message));
+});
