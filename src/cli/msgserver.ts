@@ -6,7 +6,7 @@
 
 import { ConfigError, configHelp, loadConfig } from "../config.ts";
 import { Logger } from "../log.ts";
-import { startServer } from "../server/server.ts";
+import { type MsgServer, startServer } from "../server/server.ts";
 import { verifyCommand } from "../verify.ts";
 
 const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
@@ -51,28 +51,35 @@ async function main(args: string[]): Promise<number> {
     pid: Deno.pid,
     deno: Deno.version.deno,
   });
-  let server;
-  try {
-    server = await startServer(config, { log });
-  } catch (e) {
-    log.error("cannot start", { error: (e as Error).message });
-    return 1;
-  }
+  // Signal listeners go in before the server says it is listening, so that a SIGTERM sent as
+  // soon as that line appears (as supervisors and tests do) is a clean shutdown, not a kill.
+  let server: MsgServer | null = null;
+  let stopSignal: string | null = null;
   const stop = (signal: string) => () => {
     log.info("signal received", { signal });
-    server.shutdown();
+    stopSignal = signal;
+    server?.shutdown();
   };
   const onInt = stop("SIGINT");
   const onTerm = stop("SIGTERM");
-  const onHup = () => server.reopen();
+  const onHup = () => server?.reopen();
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGHUP", onHup);
-  const clean = await server.finished;
-  Deno.removeSignalListener("SIGINT", onInt);
-  Deno.removeSignalListener("SIGTERM", onTerm);
-  Deno.removeSignalListener("SIGHUP", onHup);
-  return clean ? 0 : 1;
+  try {
+    try {
+      server = await startServer(config, { log });
+    } catch (e) {
+      log.error("cannot start", { error: (e as Error).message });
+      return 1;
+    }
+    if (stopSignal !== null) server.shutdown();
+    return await server.finished ? 0 : 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+    Deno.removeSignalListener("SIGHUP", onHup);
+  }
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

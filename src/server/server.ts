@@ -14,13 +14,14 @@ import { Channel } from "./channel.ts";
 import { Connection } from "./connection.ts";
 import type { ConnectionStats, Served, ServerContext } from "./served.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
-import { acceptLoop, listen, ListenError, listenTls } from "./listener.ts";
-import { type Metric, renderPrometheus } from "./metrics.ts";
+import { acceptLoop, listen, ListenError, listenTls, refuse } from "./listener.ts";
+import { HttpServer, type HttpStats } from "../http/http_server.ts";
+import { monitorRoutes } from "./monitor.ts";
 import { SessionTable } from "./sessions.ts";
 import type { Entry } from "./entry.ts";
 import { Writer, type WriterStats } from "./writer.ts";
 import { FileStore } from "../store/file_store.ts";
-import type { Store } from "../store/store.ts";
+import type { Store, StoreStats } from "../store/store.ts";
 import { closeQuietly } from "../io/close_quietly.ts";
 
 /** Each connection's read buffer starts this small, so idle connections cost little. */
@@ -63,14 +64,12 @@ export interface ServerStats extends ConnectionStats {
   acked: number;
   /** The writer's counters. */
   writer: WriterStats;
-}
-
-function c(name: string, help: string, value: number): Metric {
-  return { name, help, type: "counter", value };
-}
-
-function g(name: string, help: string, value: number): Metric {
-  return { name, help, type: "gauge", value };
+  /** The store's timings. */
+  store: StoreStats;
+  /** The message ports' accept loops: failed accepts, connections shed and refused. */
+  accept: { acceptErrors: number; shed: number; refused: number };
+  /** The monitoring port's counters, when METRICS_PORT is set. */
+  http: HttpStats | null;
 }
 
 /** Options of {@linkcode startServer}. */
@@ -126,10 +125,11 @@ export class MsgServer {
   readonly #writerDone: Promise<void>;
   readonly #sweeper: ReturnType<typeof setInterval>;
   #statsTimer: ReturnType<typeof setInterval> | undefined;
-  #metrics: Deno.HttpServer<Deno.NetAddr> | null = null;
+  #monitor: HttpServer | null = null;
   /** The metrics address, when METRICS_PORT is set. */
   metricsAddr: Deno.NetAddr | null = null;
   #total = 0;
+  readonly #acceptStats = { acceptErrors: 0, shed: 0, refused: 0 };
   #stopping = false;
   #shutdown: Promise<void> | null = null;
   #resolveFinished!: (clean: boolean) => void;
@@ -192,8 +192,18 @@ export class MsgServer {
       },
     };
 
-    const hasRoom = () => connections.size < config.MAX_CONNECTIONS;
     const admit = (conn: Deno.Conn, legacy: boolean) => {
+      if (connections.size >= config.MAX_CONNECTIONS) {
+        log.throttled("refuse", 10_000, "warn", "refusing connections: too many connections", {
+          remote: (conn.remoteAddr as Deno.NetAddr).hostname,
+          max_connections: config.MAX_CONNECTIONS,
+        });
+        this.#acceptStats.refused++;
+        // The legacy protocol has no ERROR frame: a refusal just closes.
+        if (legacy) closeQuietly(conn);
+        else refuse(conn, "too many connections");
+        return;
+      }
       try {
         (conn as Deno.TcpConn).setNoDelay(true);
       } catch {
@@ -205,13 +215,15 @@ export class MsgServer {
       connections.add(connection);
       connection.serve();
     };
-    acceptLoop(listener, { hasRoom, serve: (conn) => admit(conn, false) }, log);
+    const stats = this.#acceptStats;
+    acceptLoop(listener, (conn) => admit(conn, false), {
+      name: "PORT",
+      log,
+      stats,
+      shed: (conn) => refuse(conn, "too many connections: out of file descriptors"),
+    });
     if (legacyListener !== null) {
-      acceptLoop(
-        legacyListener,
-        { hasRoom, serve: (conn) => admit(conn, true), legacy: true },
-        log,
-      );
+      acceptLoop(legacyListener, (conn) => admit(conn, true), { name: "LEGACY_PORT", log, stats });
     }
 
     const tick = Math.max(
@@ -243,75 +255,13 @@ export class MsgServer {
     }
   }
 
-  #startMetrics(): void {
+  #startMonitor(): void {
     const config = this.#config;
-    this.#metrics = Deno.serve({
-      hostname: config.IP,
-      port: config.METRICS_PORT,
-      onListen: () => {},
-    }, (request) => this.#serveMetrics(request));
-    this.metricsAddr = this.#metrics.addr;
-  }
-
-  #serveMetrics(request: Request): Response {
-    const path = new URL(request.url).pathname;
-    if (path === "/healthz") {
-      return new Response(this.#stopping ? "stopping\n" : "ok\n", {
-        status: this.#stopping ? 503 : 200,
-      });
-    }
-    if (path !== "/metrics") return new Response("not found\n", { status: 404 });
-    const s = this.stats();
-    const metrics: Metric[] = [
-      g("msgserver_connections_open", "Connections open now.", s.connectionsOpen),
-      c("msgserver_connections_total", "Connections accepted.", s.connectionsTotal),
-      c("msgserver_messages_received_total", "MSG frames received.", s.received),
-      c("msgserver_messages_written_total", "Records written to the file.", s.writer.records),
-      c("msgserver_messages_acked_total", "Records acked.", s.acked),
-      c("msgserver_messages_nacked_total", "Messages refused (NACK 1, 2, 4).", s.nacked),
-      c("msgserver_messages_duplicate_total", "Duplicates refused (NACK 3).", s.duplicates),
-      c(
-        "msgserver_messages_failed_total",
-        "Records lost to storage errors.",
-        s.writer.failedRecords,
-      ),
-      c(
-        "msgserver_protocol_errors_total",
-        "Connections closed for a protocol violation.",
-        s.protocolErrors,
-      ),
-      c("msgserver_bytes_written_total", "Bytes written to the file.", s.writer.bytes),
-      c("msgserver_batches_total", "Batches written.", s.writer.batches),
-      g("msgserver_queue_records", "Records waiting for the writer.", s.queueRecords),
-      g("msgserver_queue_bytes", "Bytes waiting for the writer.", s.queueBytes),
-      g(
-        "msgserver_reply_bytes_pending",
-        "Reply bytes waiting for their peers to take them.",
-        s.replyBytesPending,
-      ),
-      g("msgserver_resident_memory_bytes", "Resident set size.", Deno.memoryUsage().rss),
-      {
-        name: "msgserver_batch_records",
-        help: "Records per batch.",
-        type: "histogram",
-        histogram: s.writer.batchSize,
-      },
-      {
-        name: "msgserver_write_seconds",
-        help: "Time to write one batch.",
-        type: "histogram",
-        histogram: this.#store.stats.writeSeconds,
-      },
-      {
-        name: "msgserver_sync_seconds",
-        help: "Time to sync one batch (ACK_MODE durable).",
-        type: "histogram",
-        histogram: this.#store.stats.syncSeconds,
-      },
-    ];
-    return new Response(renderPrometheus(metrics), {
-      headers: { "content-type": "text/plain; version=0.0.4" },
-    });
+    this.#monitor = HttpServer.listen(
+      { hostname: config.IP, port: config.METRICS_PORT, name: "METRICS_PORT", log: this.#log },
+      monitorRoutes({ stats: () => this.stats(), stopping: () => this.#stopping }),
+    );
+    this.metricsAddr = this.#monitor.addr;
   }
 
   /**
@@ -341,7 +291,7 @@ export class MsgServer {
     const server = new MsgServer(config, log, listener, legacy, store, options);
     if (config.METRICS_PORT !== 0) {
       try {
-        server.#startMetrics();
+        server.#startMonitor();
       } catch (e) {
         await server.shutdown();
         throw new ListenError(
@@ -395,6 +345,9 @@ export class MsgServer {
       replyBytesPending: this.#replyBytesPending(),
       acked: this.#connStats.ackedOnReceipt + this.#writer.stats.acked,
       writer: { ...this.#writer.stats },
+      store: this.#store.stats,
+      accept: { ...this.#acceptStats },
+      http: this.#monitor === null ? null : { ...this.#monitor.stats },
     };
   }
 
@@ -469,7 +422,7 @@ export class MsgServer {
     }
     for (const c of this.#connections) c.abort();
     await this.#store.close();
-    if (this.#metrics !== null) await this.#metrics.shutdown();
+    if (this.#monitor !== null) await this.#monitor.close();
     const w = this.#writer.stats;
     log.info("stopped", { records: w.records, batches: w.batches, bytes: w.bytes });
     this.#resolveFinished(this.#clean);

@@ -69,6 +69,11 @@ export interface SpawnOptions {
   timeoutMs?: number;
   /** Called with each complete line it writes to stderr, as it comes. */
   onLine?: (line: string) => void;
+  /**
+   * Its limit of open files (soft and hard), set with util-linux `prlimit`, which then runs Deno
+   * in its own place (so `pid` and signals are Deno's).
+   */
+  maxOpenFiles?: number;
 }
 
 /** {@linkcode spawnServer} gave up: the process exited or stayed silent before it listened. */
@@ -104,8 +109,12 @@ export class ServerStartError extends Error {
  * ```
  */
 export async function spawnServer(dir: string, options: SpawnOptions = {}): Promise<SpawnedServer> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MSGSERVER, ...(options.args ?? [])],
+  const deno = [Deno.execPath(), "run", "-A", MSGSERVER, ...(options.args ?? [])];
+  const argv = options.maxOpenFiles === undefined
+    ? deno
+    : ["prlimit", `--nofile=${options.maxOpenFiles}:${options.maxOpenFiles}`, "--", ...deno];
+  const child = new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
     env: { MS_HOME: dir, ...options.env },
     cwd: dir,
     stdin: "null",

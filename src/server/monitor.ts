@@ -1,0 +1,152 @@
+/**
+ * The monitoring endpoints served on METRICS_PORT: `/metrics` (Prometheus text format) and
+ * `/healthz`. Everything they show comes from {@linkcode ServerStats}, read when asked.
+ *
+ * @module
+ */
+
+import type { HttpReply, HttpRequest } from "../http/http_server.ts";
+import { type Metric, renderPrometheus } from "./metrics.ts";
+import type { ServerStats } from "./server.ts";
+
+/** What the endpoints read from the server. */
+export interface MonitorSource {
+  stats(): ServerStats;
+  /** True once shutdown has begun. */
+  stopping(): boolean;
+}
+
+function c(name: string, help: string, value: number): Metric {
+  return { name, help, type: "counter", value };
+}
+
+function g(name: string, help: string, value: number): Metric {
+  return { name, help, type: "gauge", value };
+}
+
+/**
+ * Every metric of `/metrics`, from one reading of the counters.
+ *
+ * @example
+ * ```ts
+ * import { metricsOf } from "./monitor.ts";
+ * import { renderPrometheus } from "./metrics.ts";
+ * import type { ServerStats } from "./server.ts";
+ * declare const stats: ServerStats;
+ * console.log(renderPrometheus(metricsOf(stats)));
+ * ```
+ */
+export function metricsOf(s: ServerStats): Metric[] {
+  const metrics: Metric[] = [
+    g("msgserver_connections_open", "Connections open now.", s.connectionsOpen),
+    c("msgserver_connections_total", "Connections accepted.", s.connectionsTotal),
+    c(
+      "msgserver_connections_refused_total",
+      "Connections refused past MAX_CONNECTIONS or while out of file descriptors.",
+      s.accept.refused + s.accept.shed,
+    ),
+    c(
+      "msgserver_accept_errors_total",
+      "Accepts on the message ports that failed (out of file descriptors, aborted).",
+      s.accept.acceptErrors,
+    ),
+    c("msgserver_messages_received_total", "MSG frames received.", s.received),
+    c("msgserver_messages_written_total", "Records written to the file.", s.writer.records),
+    c("msgserver_messages_acked_total", "Records acked.", s.acked),
+    c("msgserver_messages_nacked_total", "Messages refused (NACK 1, 2, 4).", s.nacked),
+    c("msgserver_messages_duplicate_total", "Duplicates refused (NACK 3).", s.duplicates),
+    c(
+      "msgserver_messages_failed_total",
+      "Records lost to storage errors.",
+      s.writer.failedRecords,
+    ),
+    c(
+      "msgserver_protocol_errors_total",
+      "Connections closed for a protocol violation.",
+      s.protocolErrors,
+    ),
+    c("msgserver_bytes_written_total", "Bytes written to the file.", s.writer.bytes),
+    c("msgserver_batches_total", "Batches written.", s.writer.batches),
+    g("msgserver_queue_records", "Records waiting for the writer.", s.queueRecords),
+    g("msgserver_queue_bytes", "Bytes waiting for the writer.", s.queueBytes),
+    g(
+      "msgserver_reply_bytes_pending",
+      "Reply bytes waiting for their peers to take them.",
+      s.replyBytesPending,
+    ),
+    g("msgserver_resident_memory_bytes", "Resident set size.", Deno.memoryUsage().rss),
+    {
+      name: "msgserver_batch_records",
+      help: "Records per batch.",
+      type: "histogram",
+      histogram: s.writer.batchSize,
+    },
+    {
+      name: "msgserver_write_seconds",
+      help: "Time to write one batch.",
+      type: "histogram",
+      histogram: s.store.writeSeconds,
+    },
+    {
+      name: "msgserver_sync_seconds",
+      help: "Time to sync one batch (ACK_MODE durable).",
+      type: "histogram",
+      histogram: s.store.syncSeconds,
+    },
+  ];
+  if (s.http !== null) {
+    metrics.push(
+      c(
+        "msgserver_http_accept_errors_total",
+        "Accepts on METRICS_PORT that failed (out of file descriptors, aborted).",
+        s.http.acceptErrors,
+      ),
+      c(
+        "msgserver_http_refused_total",
+        "Connections to METRICS_PORT refused past its cap or while out of file descriptors.",
+        s.http.refused + s.http.shed,
+      ),
+      c(
+        "msgserver_http_timeouts_total",
+        "Connections to METRICS_PORT cut for a request head too slow or too large.",
+        s.http.timedOut,
+      ),
+    );
+  }
+  return metrics;
+}
+
+/**
+ * The handler for METRICS_PORT.
+ *
+ * @example
+ * ```ts
+ * import { monitorRoutes } from "./monitor.ts";
+ * import { HttpServer } from "../http/http_server.ts";
+ * import { Logger } from "../log.ts";
+ * import type { MonitorSource } from "./monitor.ts";
+ * declare const server: MonitorSource;
+ * const http = HttpServer.listen(
+ *   { hostname: "127.0.0.1", port: 0, name: "METRICS_PORT", log: new Logger("info") },
+ *   monitorRoutes(server),
+ * );
+ * await http.close();
+ * ```
+ */
+export function monitorRoutes(source: MonitorSource): (req: HttpRequest) => HttpReply {
+  return (req) => {
+    if (req.path === "/healthz") {
+      return source.stopping()
+        ? { status: 503, body: "stopping\n" }
+        : { status: 200, body: "ok\n" };
+    }
+    if (req.path === "/metrics") {
+      return {
+        status: 200,
+        headers: { "content-type": "text/plain; version=0.0.4" },
+        body: renderPrometheus(metricsOf(source.stats())),
+      };
+    }
+    return { status: 404, body: "not found\n" };
+  };
+}
