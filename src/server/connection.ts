@@ -34,6 +34,7 @@ import {
   Unsettled,
 } from "./served.ts";
 import { Session, type SessionOwner } from "./sessions.ts";
+import type { Transport } from "./tls_front.ts";
 
 const State = { AWAIT_HELLO: 0, READY: 1, CLOSED: 2 } as const;
 /**
@@ -70,7 +71,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   readonly id: number;
   readonly remote: string;
 
-  readonly #conn: Deno.Conn;
+  readonly #conn: Transport;
   readonly #ctx: ServerContext;
   readonly #decoder: FrameDecoder;
   readonly #outbox: Outbox;
@@ -81,7 +82,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
 
-  constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
+  constructor(conn: Transport, ctx: ServerContext, id: number) {
     this.#conn = conn;
     this.#ctx = ctx;
     this.id = id;

@@ -25,6 +25,7 @@ import {
   type ServerContext,
   Unsettled,
 } from "./served.ts";
+import type { Transport } from "./tls_front.ts";
 
 /** Bytes in one legacy frame. */
 export const LEGACY_FRAME_BYTES = 1160;
@@ -74,7 +75,7 @@ export class LegacyConnection implements RecordSource, Served {
   readonly id: number;
   readonly remote: string;
 
-  readonly #conn: Deno.Conn;
+  readonly #conn: Transport;
   readonly #ctx: ServerContext;
   readonly #ackOnReceipt: boolean;
   readonly #buf = new Uint8Array(LEGACY_FRAME_BYTES * FRAMES_PER_READ);
@@ -85,7 +86,7 @@ export class LegacyConnection implements RecordSource, Served {
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
 
-  constructor(conn: Deno.Conn, ctx: ServerContext, id: number) {
+  constructor(conn: Transport, ctx: ServerContext, id: number) {
     this.#conn = conn;
     this.#ctx = ctx;
     this.id = id;

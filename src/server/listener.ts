@@ -50,46 +50,6 @@ export function listen(
   }
 }
 
-/**
- * Opens a TLS listener with the certificate and key files named by TLS_CERT and TLS_KEY.
- *
- * @example
- * ```ts
- * import { DEFAULTS } from "../config.ts";
- * const listener = await listenTls({ ...DEFAULTS, TLS_CERT: "cert.pem", TLS_KEY: "key.pem" });
- * ```
- */
-export async function listenTls(
-  config: { IP: string; PORT: number; TCP_BACKLOG: number; TLS_CERT: string; TLS_KEY: string },
-): Promise<Deno.TlsListener> {
-  const read = async (key: "TLS_CERT" | "TLS_KEY") => {
-    try {
-      return await Deno.readTextFile(config[key]);
-    } catch (e) {
-      throw new ListenError(`Cannot read ${key} "${config[key]}": ${(e as Error).message}`, {
-        cause: e,
-      });
-    }
-  };
-  const [cert, key] = [await read("TLS_CERT"), await read("TLS_KEY")];
-  try {
-    return Deno.listenTls(
-      {
-        hostname: config.IP,
-        port: config.PORT,
-        cert,
-        key,
-        tcpBacklog: config.TCP_BACKLOG,
-      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
-    );
-  } catch (e) {
-    throw new ListenError(
-      `Cannot listen with TLS on ${config.IP}:${config.PORT} (PORT): ${(e as Error).message}`,
-      { cause: e },
-    );
-  }
-}
-
 /** What accept loops count, for /metrics. */
 export interface AcceptStats {
   /** Accepts that failed (out of file descriptors, connection aborted, ...). */

@@ -14,7 +14,8 @@ import { Channel } from "./channel.ts";
 import { Connection } from "./connection.ts";
 import type { ConnectionStats, Served, ServerContext } from "./served.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
-import { acceptLoop, listen, ListenError, listenTls, refuse } from "./listener.ts";
+import { acceptLoop, listen, refuse } from "./listener.ts";
+import { TlsFront } from "./tls_front.ts";
 import { HttpServer, type HttpStats } from "../http/http_server.ts";
 import { monitorRoutes } from "./monitor.ts";
 import { SessionTable } from "./sessions.ts";
@@ -72,6 +73,16 @@ export interface ServerStats extends ConnectionStats {
   http: HttpStats | null;
 }
 
+/** What {@linkcode MsgServer.start} opens before the server exists. */
+interface Parts {
+  config: Config;
+  log: Logger;
+  listener: Deno.Listener;
+  legacyListener: Deno.Listener | null;
+  tls: TlsFront | null;
+  store: Store;
+}
+
 /** Options of {@linkcode startServer}. */
 export interface ServerOptions {
   /** Where log lines go; defaults to a stderr logger at LOG_LEVEL. */
@@ -114,6 +125,7 @@ export class MsgServer {
   readonly #queue: Channel<Entry>;
   readonly #writer: Writer;
   readonly #store: Store;
+  readonly #tls: TlsFront | null;
   readonly #connections = new Set<Served>();
   readonly #connStats: ConnectionStats = {
     received: 0,
@@ -136,14 +148,9 @@ export class MsgServer {
   /** False once something was lost or cut short: the writer failed, or shutdown timed out. */
   #clean = true;
 
-  private constructor(
-    config: Config,
-    log: Logger,
-    listener: Deno.Listener,
-    legacyListener: Deno.Listener | null,
-    store: Store,
-    options: ServerOptions,
-  ) {
+  private constructor(parts: Parts, options: ServerOptions) {
+    const { config, log, listener, legacyListener, tls, store } = parts;
+    this.#tls = tls;
     this.#config = config;
     this.#log = log;
     this.#listener = listener;
@@ -199,8 +206,9 @@ export class MsgServer {
           max_connections: config.MAX_CONNECTIONS,
         });
         this.#acceptStats.refused++;
-        // The legacy protocol has no ERROR frame: a refusal just closes.
-        if (legacy) closeQuietly(conn);
+        // The legacy protocol has no ERROR frame, and on a TLS port a plaintext one would only
+        // break the peer's handshake: there a refusal just closes.
+        if (legacy || tls !== null) closeQuietly(conn);
         else refuse(conn, "too many connections");
         return;
       }
@@ -211,7 +219,7 @@ export class MsgServer {
       }
       const connection = legacy
         ? new LegacyConnection(conn, context, ++this.#total)
-        : new Connection(conn, context, ++this.#total);
+        : new Connection(tls === null ? conn : tls.wrap(conn), context, ++this.#total);
       connections.add(connection);
       connection.serve();
     };
@@ -220,7 +228,11 @@ export class MsgServer {
       name: "PORT",
       log,
       stats,
-      shed: (conn) => refuse(conn, "too many connections: out of file descriptors"),
+      shed: (conn) => {
+        if (tls === null) return refuse(conn, "too many connections: out of file descriptors");
+        closeQuietly(conn);
+        return Promise.resolve();
+      },
     });
     if (legacyListener !== null) {
       acceptLoop(legacyListener, (conn) => admit(conn, true), { name: "LEGACY_PORT", log, stats });
@@ -276,30 +288,30 @@ export class MsgServer {
     });
     let listener: Deno.Listener | null = null;
     let legacy: Deno.Listener | null = null;
+    let tls: TlsFront | null = null;
     try {
-      listener = config.TLS_CERT === ""
-        ? listen(config.IP, config.PORT, config.TCP_BACKLOG, "PORT")
-        : await listenTls(config);
+      // With TLS, PORT is still a plain TCP listener: see tls_front.ts for why.
+      if (config.TLS_CERT !== "") tls = await TlsFront.open(config, log);
+      listener = listen(config.IP, config.PORT, config.TCP_BACKLOG, "PORT");
       if (config.LEGACY_PORT !== 0) {
         legacy = listen(config.IP, config.LEGACY_PORT, config.TCP_BACKLOG, "LEGACY_PORT");
       }
     } catch (e) {
       await store.close();
+      tls?.close();
       closeQuietly(listener);
       throw e;
     }
-    const server = new MsgServer(config, log, listener, legacy, store, options);
+    const server = new MsgServer(
+      { config, log, listener, legacyListener: legacy, tls, store },
+      options,
+    );
     if (config.METRICS_PORT !== 0) {
       try {
         server.#startMonitor();
       } catch (e) {
         await server.shutdown();
-        throw new ListenError(
-          `Cannot listen on ${config.IP}:${config.METRICS_PORT} (METRICS_PORT): ${
-            (e as Error).message
-          }`,
-          { cause: e },
-        );
+        throw e;
       }
     }
     if (!isLoopback(config.IP) && config.AUTH_TOKEN === "") {
@@ -421,6 +433,7 @@ export class MsgServer {
       });
     }
     for (const c of this.#connections) c.abort();
+    this.#tls?.close();
     await this.#store.close();
     if (this.#monitor !== null) await this.#monitor.close();
     const w = this.#writer.stats;
