@@ -28,6 +28,7 @@ import { Outbox } from "../protocol/outbox.ts";
 import {
   enqueue,
   ERROR_FLUSH_MS,
+  LINGER_MS,
   OUTBOX_HIGH_WATER,
   type Served,
   type ServerContext,
@@ -81,6 +82,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #closing: Promise<void> | null = null;
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
+  /** Resolves when the read loop has ended (the peer closed, or the socket did). */
+  readonly #readDone: Promise<void>;
+  #readEnded!: () => void;
 
   constructor(conn: Transport, ctx: ServerContext, id: number) {
     this.#conn = conn;
@@ -99,6 +103,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       },
     });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
+    this.#readDone = new Promise((r) => this.#readEnded = r);
   }
 
   /** True once the connection has been closed (or is closing). */
@@ -122,13 +127,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const decoder = this.#decoder;
     let eof = false;
     try {
-      while (this.#state !== State.CLOSED) {
+      for (;;) {
         const n = await conn.read(decoder.readTarget());
         if (n === null) {
           eof = true;
           break;
         }
-        if (this.#ctx.stopping || this.#state === State.CLOSED) continue;
+        // After the goodbye (see LINGER_MS), or once shutdown has begun, what comes is thrown away.
+        if (this.#state === State.CLOSED || this.#ctx.stopping) continue;
         decoder.commit(n);
         await this.#process();
       }
@@ -140,6 +146,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         });
       }
     } finally {
+      this.#readEnded();
       await this.#end(eof);
     }
   }
@@ -409,8 +416,25 @@ export class Connection implements RecordSource, SessionOwner, Served {
     });
     this.#outbox.send(encodeError(code, reason));
     this.#state = State.CLOSED;
-    this.#closing = within(this.#outbox.flushing, ERROR_FLUSH_MS).then(() => this.#closeSocket());
+    this.#closing = this.#goodbye();
     return this.#closing;
+  }
+
+  /**
+   * Closes the way careful servers do once the last frame is queued: wait (bounded) for it to be
+   * written, half-close so the peer reads it and then the end, keep reading until the peer
+   * closes too (at most LINGER_MS), then close. A peer that takes nothing is cut at once.
+   */
+  async #goodbye(): Promise<void> {
+    if (await within(this.#outbox.flushing, ERROR_FLUSH_MS)) {
+      try {
+        await this.#conn.closeWrite();
+        await within(this.#readDone, LINGER_MS);
+      } catch {
+        // the peer is gone already
+      }
+    }
+    this.#closeSocket();
   }
 
   #closeSocket(): void {

@@ -20,6 +20,7 @@ import { Outbox } from "../protocol/outbox.ts";
 import {
   enqueue,
   ERROR_FLUSH_MS,
+  LINGER_MS,
   OUTBOX_HIGH_WATER,
   type Served,
   type ServerContext,
@@ -85,6 +86,9 @@ export class LegacyConnection implements RecordSource, Served {
   #closed = false;
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
+  /** Resolves when the read loop has ended. */
+  readonly #readDone: Promise<void>;
+  #readEnded!: () => void;
 
   constructor(conn: Transport, ctx: ServerContext, id: number) {
     this.#conn = conn;
@@ -94,6 +98,7 @@ export class LegacyConnection implements RecordSource, Served {
     this.remote = `${addr.hostname}:${addr.port}`;
     this.#outbox = new Outbox(conn, { onError: () => this.#close() });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
+    this.#readDone = new Promise((r) => this.#readEnded = r);
   }
 
   /** Ack bytes not yet taken by the socket. */
@@ -139,6 +144,7 @@ export class LegacyConnection implements RecordSource, Served {
         });
       }
     } finally {
+      this.#readEnded();
       this.#close();
       this.#ctx.closed(this);
     }
@@ -233,7 +239,16 @@ export class LegacyConnection implements RecordSource, Served {
 
   /** Shutdown: closes once the acks already owed are out (there is no goodbye frame). */
   async finish(): Promise<void> {
-    await within(this.#outbox.flushing, ERROR_FLUSH_MS);
+    if (await within(this.#outbox.flushing, ERROR_FLUSH_MS) && !this.#closed) {
+      // Half-close and read on until the peer closes too, so that closing with its unread input
+      // does not reset the connection under the acks it has not read yet (see LINGER_MS).
+      try {
+        await this.#conn.closeWrite();
+        await within(this.#readDone, LINGER_MS);
+      } catch {
+        // the peer is gone already
+      }
+    }
     this.#close();
   }
 

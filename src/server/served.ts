@@ -78,6 +78,13 @@ export const OUTBOX_HIGH_WATER = 64 * 1024;
 /** How long a goodbye (an ERROR, the last acks) may take to reach the peer before the socket is closed anyway. */
 export const ERROR_FLUSH_MS = 1000;
 
+/**
+ * After its last frame, a connection half-closes and keeps reading, throwing away what comes, until
+ * the peer closes too or this long has passed: closing a socket with unread input makes the
+ * kernel send a reset, and many client stacks then drop the replies they had already received.
+ */
+export const LINGER_MS = 2000;
+
 /** What {@linkcode enqueue} updates on the connection while it waits. */
 export interface Waiting {
   /** Set while waiting for room: the server's wait, during which timeouts do not run. */
