@@ -1,6 +1,6 @@
 import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
-import { freePort, readRecords, readText, spawnServer } from "./helpers.ts";
+import { freePort, readRecords, readText, spawnServer, withTempDir } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const deno = Deno.execPath();
@@ -35,8 +35,7 @@ async function run(
 }
 
 Deno.test("deno task client 1 hi,hello prints two acks and leaves both lines in the file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
     await writeConf(dir);
     const server = await spawnServer(dir);
     await Deno.writeTextFile(`${dir}/app.conf`, `PORT=${server.port}\n`);
@@ -54,14 +53,11 @@ Deno.test("deno task client 1 hi,hello prints two acks and leaves both lines in 
     equal(await server.stop("SIGTERM"), 0);
     equal(await readText(`${dir}/messages.log`), "1 1 client_1 hi\n1 2 client_1 hello\n");
     match(server.stderr(), /INFO stopped records=2/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("msgclient --stdin sends one message per line and exits 1 when one is refused", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
     await writeConf(dir, "MAX_MESSAGE_BYTES=10\n");
     const server = await spawnServer(dir);
     const client = `${root}src/cli/msgclient.ts`;
@@ -84,9 +80,7 @@ Deno.test("msgclient --stdin sends one message per line and exits 1 when one is 
       "5 1 client_5 first line\n5 2 client_5 second\n5 3 client_5 \n5 4 client_5 last\n" +
         "6 1 client_6 short\n",
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("msgclient exits 1 with a clear message when no server listens", async () => {
@@ -105,8 +99,7 @@ Deno.test("msgclient exits 1 with a clear message when no server listens", async
 });
 
 Deno.test("bad config stops both programs with the key, the value and what is allowed", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
     await Deno.writeTextFile(`${dir}/app.conf`, "PORT=9000\nPORTT=1\n");
     const server = await run(["run", "-A", `${root}src/cli/msgserver.ts`], {
       env: { MS_HOME: dir },
@@ -135,14 +128,11 @@ Deno.test("bad config stops both programs with the key, the value and what is al
     const usage = await run(["run", "-A", `${root}src/cli/msgclient.ts`, "1"], { cwd: dir });
     equal(usage.code, 2);
     match(usage.stderr, /expected <client_id> <msg1,msg2,...>, got 1 arguments/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("SIGTERM under load: exit 0 and every acked message is in the file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
     await writeConf(dir, "MSG_PER_WRITE=64\n");
     const server = await spawnServer(dir);
     const clients = await Promise.all(
@@ -167,14 +157,11 @@ Deno.test("SIGTERM under load: exit 0 and every acked message is in the file", a
     for (const key of acked) ok(inFile.has(key), `acked ${key} is in the file`);
     ok(acked.size > 0);
     match(server.stderr(), /INFO shutting down/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("SIGHUP makes msgserver reopen FILE_NAME after logrotate moved it", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
     await writeConf(dir);
     const server = await spawnServer(dir);
     const client = await MsgClient.connect({ port: server.port, clientId: 1 });
@@ -190,7 +177,31 @@ Deno.test("SIGHUP makes msgserver reopen FILE_NAME after logrotate moved it", as
     equal(await server.stop("SIGTERM"), 0);
     equal(await readText(`${dir}/messages.log.1`), "1 1 hup before\n");
     equal(await readText(`${dir}/messages.log`), "1 2 hup after\n");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
+});
+
+Deno.test("msgclient --session goes on where the server holds the session, and says when it holds none", async () => {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
+    await writeConf(dir);
+    const server = await spawnServer(dir);
+    const client = `${root}src/cli/msgclient.ts`;
+    const args = ["run", "-A", client, "--port", `${server.port}`, "--session", "77"];
+    const first = await run([...args, "1", "a,b"], { cwd: dir });
+    equal(first.code, 0, first.stderr);
+    match(first.stderr, /session 77 is unknown to the server .*: numbering from msg_id 1/);
+    match(first.stdout, /^ack msg_id=1 /);
+    const again = await run([...args, "1", "c"], { cwd: dir });
+    equal(again.code, 0, again.stderr);
+    const lines = again.stdout.trim().split("\n");
+    equal(lines[0], "session 77 resumed after msg_id 2");
+    match(lines[1]!, /^ack msg_id=3 /);
+    const bad = await run([...args.slice(0, -1), "0", "1", "x"], { cwd: dir });
+    equal(bad.code, 2);
+    match(bad.stderr, /--session is "0"; allowed: an integer from 1 to 18446744073709551615/);
+    equal(await server.stop("SIGTERM"), 0);
+    equal(
+      await readText(`${dir}/messages.log`),
+      "1 1 client_1 a\n1 2 client_1 b\n1 3 client_1 c\n",
+    );
+  });
 });

@@ -19,10 +19,12 @@ function withDir(fn: (dir: string, logs: string[], log: Logger) => Promise<void>
   });
 }
 
-/** Files in `dir` whose names start with `prefix`, sorted. */
+/** Data files in `dir` whose names start with `prefix` (not the session journal), sorted. */
 async function filesIn(dir: string, prefix: string): Promise<string[]> {
   const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (e.name.startsWith(prefix)) names.push(e.name);
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.startsWith(prefix) && !e.name.includes(".sessions")) names.push(e.name);
+  }
   return names.sort();
 }
 
@@ -30,7 +32,7 @@ async function filesIn(dir: string, prefix: string): Promise<string[]> {
 class Files {
   /** Throws this many of the next opens, as a process out of file descriptors does. */
   failOpens = 0;
-  /** The last file opened for appending. */
+  /** The last data file (not the session journal) opened for appending. */
   last: Deno.FsFile | null = null;
   readonly open: OpenFile = async (path, options) => {
     if (this.failOpens > 0) {
@@ -38,7 +40,7 @@ class Files {
       throw new Deno.errors.Busy(`Too many open files (os error 24): open '${path}'`);
     }
     const file = await Deno.open(path, options);
-    if (options.append) this.last = file;
+    if (options.append && !path.includes(".sessions")) this.last = file;
     return file;
   };
 }
@@ -207,5 +209,179 @@ Deno.test("FileStore.reopen() continues in a new file after the old one was move
     await store.close();
     equal(await Deno.readTextFile(`${path}.1`), "1 1 a x\n1 2 a y\n");
     equal(await Deno.readTextFile(path), "1 3 a z\n");
+  });
+});
+
+/** A batch of lines of session (1, 7) with msg_ids `ids`, as the writer hands them over. */
+function sessionBatch(ids: number[], session = 7n): Batch {
+  const lines = ids.map((id) => `1 ${id} s m${id}\n`).join("");
+  const bytes = enc.encode(lines);
+  const source = {
+    clientId: 1,
+    session,
+    sessionKey: `1/${session}`,
+    batchSeq: 0,
+    batchLastId: 0,
+    batchRecords: 0,
+    written() {},
+    refuse() {},
+  };
+  return {
+    bytes,
+    records: ids.length,
+    runs: [{
+      source,
+      lineStart: 0,
+      lineEnd: bytes.length,
+      firstId: ids[0]!,
+      lastId: ids.at(-1)!,
+      records: ids.length,
+    }],
+  };
+}
+
+/** Copies the data file and its journal as they are now, as a kill -9 would leave them. */
+async function crashCopy(dir: string, path: string): Promise<string> {
+  const copy = `${dir}/copy.log`;
+  await Deno.copyFile(path, copy);
+  await Deno.copyFile(`${path}.sessions`, `${copy}.sessions`);
+  return copy;
+}
+
+Deno.test("FileStore keeps where each session stands across a restart (the session journal)", async () => {
+  await withDir(async (dir, _logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log });
+    equal(await store.lastStored(1, 7n), null);
+    await store.append(sessionBatch([1, 2, 3]));
+    await store.append(sessionBatch([4]));
+    await store.append(sessionBatch([1], 8n));
+    equal(await store.lastStored(1, 7n), 4);
+    // Killed now: the journal has a snapshot and three batch records.
+    const copy = await crashCopy(dir, path);
+    await store.close();
+    const again = await FileStore.open(path, { durable: false, log });
+    deepStrictEqual([await again.lastStored(1, 7n), await again.lastStored(1, 8n)], [4, 1]);
+    await again.close();
+    const afterKill = await FileStore.open(copy, { durable: false, log });
+    deepStrictEqual([await afterKill.lastStored(1, 7n), await afterKill.lastStored(1, 8n)], [4, 1]);
+    await afterKill.close();
+  });
+});
+
+Deno.test("FileStore at start moves a torn last batch aside: its records were never acked, so the session resumes before it", async () => {
+  await withDir(async (dir, logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log });
+    await store.append(sessionBatch([1, 2]));
+    const before = store.size;
+    await store.append(sessionBatch([3, 4, 5]));
+    const copy = await crashCopy(dir, path);
+    await store.close();
+    // The kill tore the last batch: two whole lines and part of the third reached the file.
+    const torn = before + enc.encode("1 3 s m3\n1 4 s m4\n1 5").length;
+    await Deno.truncate(copy, torn);
+    const again = await FileStore.open(copy, { durable: false, log });
+    equal(await again.lastStored(1, 7n), 2);
+    equal(again.size, before);
+    await again.close();
+    equal(await Deno.readTextFile(copy), "1 1 s m1\n1 2 s m2\n");
+    equal(await Deno.readTextFile(`${copy}.torn`), "1 5" + "1 3 s m3\n1 4 s m4\n");
+    ok(
+      logs.some((l) => l.includes("moved a torn batch aside") && l.includes("bytes=18")),
+      logs.join(""),
+    );
+  });
+});
+
+Deno.test("FileStore without its journal starts with sessions unknown, loudly, and keeps every record", async () => {
+  await withDir(async (dir, logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log });
+    await store.append(sessionBatch([1, 2]));
+    await store.close();
+    await Deno.remove(`${path}.sessions`);
+    const again = await FileStore.open(path, { durable: false, log });
+    equal(await again.lastStored(1, 7n), null);
+    await again.append(sessionBatch([3]));
+    await again.close();
+    equal(await Deno.readTextFile(path), "1 1 s m1\n1 2 s m2\n1 3 s m3\n");
+    ok(logs.some((l) => l.includes("WARN no session journal")), logs.join(""));
+    // It made a new one: the next start knows the session again.
+    const third = await FileStore.open(path, { durable: false, log });
+    equal(await third.lastStored(1, 7n), 3);
+    await third.close();
+  });
+});
+
+Deno.test("FileStore with a torn journal keeps what came before the tear", async () => {
+  await withDir(async (dir, logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log });
+    await store.append(sessionBatch([1, 2]));
+    await store.append(sessionBatch([3]));
+    const copy = await crashCopy(dir, path);
+    await store.close();
+    const journal = `${copy}.sessions`;
+    await Deno.truncate(journal, (await Deno.stat(journal)).size - 5); // the last record is torn
+    const again = await FileStore.open(copy, { durable: false, log });
+    equal(await again.lastStored(1, 7n), 2, "the batch whose record was torn is not counted");
+    await again.close();
+    ok(logs.some((l) => l.includes("torn or damaged tail")), logs.join(""));
+    equal(await Deno.readTextFile(copy), "1 1 s m1\n1 2 s m2\n1 3 s m3\n", "no record lost");
+  });
+});
+
+Deno.test("FileStore does not trust a journal that claims more than the data file holds", async () => {
+  await withDir(async (dir, logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log });
+    await store.append(sessionBatch([1, 2, 3]));
+    await store.close();
+    await Deno.truncate(path, 9); // someone cut the data file
+    const again = await FileStore.open(path, { durable: false, log });
+    equal(await again.lastStored(1, 7n), null, "resends must be stored again, not refused");
+    await again.close();
+    ok(logs.some((l) => l.includes("session journal not trusted")), logs.join(""));
+  });
+});
+
+Deno.test("FileStore carries the sessions across rotations and a reopen", async () => {
+  await withDir(async (dir, _logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: true, log });
+    await store.append(sessionBatch([1]));
+    await store.rotate();
+    await store.append(sessionBatch([2]));
+    await Deno.rename(path, `${path}.moved`);
+    await store.reopen();
+    await store.append(sessionBatch([3]));
+    const copy = await crashCopy(dir, path);
+    await store.close();
+    const again = await FileStore.open(copy, { durable: false, log });
+    equal(await again.lastStored(1, 7n), 3);
+    await again.close();
+  });
+});
+
+Deno.test("FileStore forgets the least recently written sessions past maxSessions", async () => {
+  await withDir(async (dir, _logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log, maxSessions: 2 });
+    await store.append(sessionBatch([1], 1n));
+    await store.append(sessionBatch([1], 2n));
+    await store.append(sessionBatch([2], 1n)); // session 1 written again: now the most recent
+    await store.append(sessionBatch([1], 3n));
+    deepStrictEqual(
+      await Promise.all([1n, 2n, 3n].map((s) => store.lastStored(1, s))),
+      [2, null, 1],
+    );
+    await store.close();
+    const again = await FileStore.open(path, { durable: false, log, maxSessions: 2 });
+    deepStrictEqual(
+      await Promise.all([1n, 2n, 3n].map((s) => again.lastStored(1, s))),
+      [2, null, 1],
+    );
+    await again.close();
   });
 });

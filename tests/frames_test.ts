@@ -12,6 +12,7 @@ import {
   msgFrameLimit,
   NackCode,
   readU32,
+  SessionState,
   writeAck,
   writeU32,
 } from "../src/protocol/frames.ts";
@@ -24,7 +25,7 @@ function hex(text: string): Uint8Array {
 Deno.test("encodeHello() gives the bytes of docs/protocol.md's HELLO example", () => {
   deepStrictEqual(
     encodeHello({ clientId: 7, session: 42n }),
-    hex("00 00 00 10  01  01  00 00 00 07  00 00 00 00 00 00 00 2a  00 00"),
+    hex("00 00 00 10  01  02  00 00 00 07  00 00 00 00 00 00 00 2a  00 00"),
   );
 });
 
@@ -60,6 +61,10 @@ Deno.test("encodeMsg() takes raw bytes as they are and refuses a name over 255 b
 
 Deno.test("the server's frames are laid out as docs/protocol.md says", () => {
   deepStrictEqual(encodeWelcome(1048576, 3), hex("00 00 00 0a 81 01 00 10 00 00 00 00 00 03"));
+  deepStrictEqual(
+    encodeWelcome(1048576, 3, { version: 2, sessionState: SessionState.KNOWN }),
+    hex("00 00 00 0b 81 02 00 10 00 00 00 00 00 03 01"),
+  );
   deepStrictEqual(encodeAck(3), hex("00 00 00 05 82 00 00 00 03"));
   equal(encodeAck(3).length, ACK_FRAME_BYTES);
   deepStrictEqual(

@@ -66,6 +66,8 @@ interface Rec {
 interface Expect {
   /** The HELLO was accepted: the first reply is WELCOME. */
   welcome: boolean;
+  /** The version the accepted HELLO spoke: the WELCOME answers in it. */
+  version: number;
   clientId: number;
   /** Records to be written, in order. */
   records: Rec[];
@@ -95,7 +97,7 @@ function u32(b: Uint8Array, p: number): number {
 }
 
 function model(s: Uint8Array): Expect {
-  const e: Expect = { welcome: false, clientId: 0, records: [], nacks: [], error: 0 };
+  const e: Expect = { welcome: false, version: 0, clientId: 0, records: [], nacks: [], error: 0 };
   let ready = false;
   let lastId = 0;
   let pos = 0;
@@ -164,12 +166,13 @@ function model(s: Uint8Array): Expect {
       e.records.push({ clientId: e.clientId, msgId, name, payload: payload.slice() });
     } else if (type === 0x01 && !ready) {
       if (body.length < 1) e.error = 1;
-      else if (body[0] !== 1) e.error = 2;
+      else if (body[0] !== 1 && body[0] !== 2) e.error = 2;
       else if (body.length < 15) e.error = 1;
       else if (15 + ((body[13]! << 8) | body[14]!) !== body.length) e.error = 1;
       else {
         ready = true;
         e.welcome = true;
+        e.version = body[0]!;
         e.clientId = u32(body, 1);
       }
     } else {
@@ -423,7 +426,11 @@ function check(c: Case, out: Outcome): string {
   const frames = out.frames;
   let i = 0;
   if (e.welcome && (c.ending === "open" || frames.length > 0)) {
-    if (frames[0] !== `WELCOME v1 max=${MAX_MESSAGE_BYTES} last=0`) return "WELCOME first";
+    // Version 2 adds whether the server knows the session; a fresh one it cannot.
+    const state = e.version === 1 ? "" : " unknown";
+    if (frames[0] !== `WELCOME v${e.version} max=${MAX_MESSAGE_BYTES} last=0${state}`) {
+      return "WELCOME first";
+    }
     i = 1;
   }
   const nacks: string[] = [];

@@ -9,7 +9,7 @@ Deno.test("decodeHello() reads version, client_id, the full u64 session and wher
   const hello = decodeHello(f, BODY, f.length);
   ok(!("reason" in hello));
   deepStrictEqual(hello, {
-    version: 1,
+    version: 2,
     clientId: 0xfffffffe,
     session: 0xfedcba9876543210n,
     tokenStart: f.length - 3,
@@ -28,7 +28,7 @@ Deno.test("decodeHello() refuses another version with ERROR 2, before looking at
   const f = encodeHello({ clientId: 1, session: 0n, version: 9 });
   deepStrictEqual(decodeHello(f.subarray(0, 6), BODY, 6), {
     code: ErrorCode.UNSUPPORTED_VERSION,
-    reason: "unsupported version 9; this server speaks 1",
+    reason: "unsupported version 9; this server speaks 1 to 2",
   });
 });
 

@@ -91,7 +91,8 @@ export function describeFrame(f: Frame): string {
   switch (f.type) {
     case FrameType.WELCOME: {
       const w = decodeWelcome(body, 0, body.length);
-      return `WELCOME v${w.version} max=${w.maxMessageBytes} last=${w.lastMsgId}`;
+      const state = w.sessionKnown === null ? "" : w.sessionKnown ? " known" : " unknown";
+      return `WELCOME v${w.version} max=${w.maxMessageBytes} last=${w.lastMsgId}${state}`;
     }
     case FrameType.ACK:
       return `ACK ${decodeAck(body, 0, body.length)}`;

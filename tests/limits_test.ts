@@ -216,7 +216,7 @@ Deno.test("giants: huge lengths are refused from the header, oversized MSGs are 
       // Any other frame: 65,552 bytes is read (a HELLO with a 65,535-byte token), one more is not.
       const big = await RawPeer.connect(port);
       await big.write(encodeHello({ clientId: 3, session: 0n, token: "t".repeat(65535) }));
-      equal(describeFrame(await big.read()), `WELCOME v1 max=${max} last=0`);
+      equal(describeFrame(await big.read()), `WELCOME v2 max=${max} last=0 unknown`);
       big.close();
       const over = await RawPeer.connect(port);
       await over.write(new Uint8Array([0, 1, 0, 0x11, 0x01]));
@@ -245,7 +245,7 @@ Deno.test("giants: a 64 KiB control frame is read promptly even with a small MAX
     const peer = await RawPeer.connect(port);
     const started = performance.now();
     await peer.write(encodeHello({ clientId: 1, session: 0n, token: "t".repeat(65535) }));
-    equal(describeFrame(await peer.read()), "WELCOME v1 max=100 last=0");
+    equal(describeFrame(await peer.read()), "WELCOME v2 max=100 last=0 unknown");
     const took = performance.now() - started;
     ok(took < 300, `WELCOME after ${took.toFixed(0)} ms`);
     peer.close();
@@ -337,7 +337,7 @@ Deno.test("memory: 1,000 connections flooding 1 MiB messages stay within the REA
     for (let i = 0; i < CONNECTIONS; i++) peers.push(await Listener.connect(server.port));
     await Promise.all(peers.map((p, i) => p.write(encodeHello({ clientId: i + 1, session: 0n }))));
     for (let t = 0; peers.some((p) => p.frames.length === 0) && t < 500; t++) await delay(20);
-    for (const p of peers) deepStrictEqual(p.frames, ["WELCOME v1 max=1048576 last=0"]);
+    for (const p of peers) deepStrictEqual(p.frames, ["WELCOME v2 max=1048576 last=0 unknown"]);
 
     let peak = idle;
     let sampling = true;
@@ -367,7 +367,7 @@ Deno.test("memory: 1,000 connections flooding 1 MiB messages stay within the REA
     await Promise.all([...senders, ...peers.map((p) => p.done)]);
 
     for (const [i, p] of peers.entries()) {
-      deepStrictEqual(p.frames, ["WELCOME v1 max=1048576 last=0"], `connection ${i + 1}`);
+      deepStrictEqual(p.frames, ["WELCOME v2 max=1048576 last=0 unknown"], `connection ${i + 1}`);
     }
     const totalAcked = acked.reduce((a, b) => a + b, 0);
     ok(totalAcked > 0, "messages were acked under load");
@@ -498,7 +498,9 @@ Deno.test("sloths: 1,000 slow or silent peers are cut by the timeouts and do not
       const reason = s.kind === "idle"
         ? `ERROR 5 timeout: idle for ${IDLE_MS} ms`
         : `ERROR 5 timeout: no HELLO within ${HANDSHAKE_MS} ms`;
-      const expected = s.kind === "idle" ? ["WELCOME v1 max=1048576 last=0", reason] : [reason];
+      const expected = s.kind === "idle"
+        ? ["WELCOME v2 max=1048576 last=0 unknown", reason]
+        : [reason];
       ok(s.peer.closed, `sloth ${i} (${s.kind}) is cut`);
       deepStrictEqual(s.peer.frames, expected, `sloth ${i} (${s.kind})`);
       const after = s.peer.closedAt - s.since;

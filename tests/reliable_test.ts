@@ -5,6 +5,7 @@ import {
   type Delivery,
   GiveUpError,
   ReliableClient,
+  SessionLostError,
 } from "../src/client/reliable.ts";
 import { DEFAULTS } from "../src/config.ts";
 import { Logger } from "../src/log.ts";
@@ -24,6 +25,8 @@ import { replyDecoder } from "../src/protocol/replies.ts";
 import { type Link, TcpProxy } from "./proxy.ts";
 
 const dec = new TextDecoder();
+/** A version 2 WELCOME, as ReliableClient asks for: 5 header bytes and a 10-byte body. */
+const WELCOME_BYTES = 15;
 
 /** Fast reconnects for tests. */
 const FAST = { initialDelayMs: 5, maxDelayMs: 40 } as const;
@@ -170,10 +173,10 @@ Deno.test("ReliableClient reconnects after its session is taken over (ERROR 7) a
 
 Deno.test("after a reconnect, what the server holds (WELCOME.last_msg_id) is delivered, not resent", async () => {
   await withServer({}, async ({ port, file }) => {
-    // The first connection never passes the server's ACKs on: only the 14-byte WELCOME.
+    // The first connection never passes the server's ACKs on: only the 15-byte WELCOME.
     const proxy = rewritingProxy(port, (link, chunk, offset) => {
       if (link > 0) return chunk;
-      return chunk.subarray(0, Math.max(0, 14 - offset));
+      return chunk.subarray(0, Math.max(0, WELCOME_BYTES - offset));
     });
     try {
       const client = await ReliableClient.connect({ port: proxy.port, clientId: 6, ...FAST });
@@ -204,7 +207,7 @@ Deno.test("a resend the server already holds gets NACK 3 and counts as delivered
     // The proxy's pump swallows exceptions, so what link 1 saw first is checked after the run.
     let secondLinkFirstType = -1;
     const proxy = rewritingProxy(port, (link, chunk, offset) => {
-      if (link === 0) return chunk.subarray(0, Math.max(0, 14 - offset));
+      if (link === 0) return chunk.subarray(0, Math.max(0, WELCOME_BYTES - offset));
       if (link === 1 && offset === 0) {
         secondLinkFirstType = chunk[4]!;
         chunk.fill(0, 10, 14);
@@ -435,5 +438,100 @@ Deno.test("a takeover's WELCOME.last_msg_id counts only messages already in the 
     equal(written, 3, "WELCOME came only once the file held the 3 lines");
     await other.close();
     await Promise.all(sends);
+  });
+});
+
+/** Opens `n` sessions of client 99 that store one message each, pushing older ones out. */
+async function churnSessions(port: number, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, n - i) }, async () => {
+      const c = await MsgClient.connect({ port, clientId: 99 });
+      await c.send("churn", "x");
+      await c.close();
+    }));
+  }
+}
+
+/**
+ * A proxy whose first link passes nothing from the server but the WELCOME (so ACKs never arrive)
+ * and whose later links carry nothing either way until `open` resolves.
+ */
+function forgettingProxy(port: number, open: Promise<void>): TcpProxy {
+  return new TcpProxy(port, (link, index) => {
+    if (index === 0) {
+      let offset = 0;
+      return [
+        pump(link, link.client, link.upstream, (c) => c),
+        pump(link, link.upstream, link.client, (chunk) => {
+          const out = chunk.subarray(0, Math.max(0, WELCOME_BYTES - offset));
+          offset += chunk.length;
+          return out;
+        }),
+      ];
+    }
+    const identity = (c: Uint8Array) => c;
+    return [
+      open.then(() => pump(link, link.client, link.upstream, identity)),
+      open.then(() => pump(link, link.upstream, link.client, identity)),
+    ];
+  });
+}
+
+Deno.test("a session the server forgot: what was sent and not acked is rejected as uncertain, never resent", async () => {
+  await withServer({ MAX_SESSIONS: 10 }, async ({ port, file }) => {
+    let open!: () => void;
+    const proxy = forgettingProxy(port, new Promise((r) => open = r));
+    try {
+      const client = await ReliableClient.connect({ port: proxy.port, clientId: 8, ...FAST });
+      const sends = Array.from({ length: 100 }, (_, i) => client.send("rel", `m${i + 1}`));
+      const outcomes = Promise.allSettled(sends);
+      await waitForRecords(file, 100); // stored, but the client saw no ACK
+      proxy.links[0]!.cut(); // the client reconnects, but the next link waits for `open`
+      await churnSessions(port, 1000); // MAX_SESSIONS=10: session 8's is forgotten
+      open();
+      const settled = await outcomes;
+      for (const [i, o] of settled.entries()) {
+        ok(o.status === "rejected" && o.reason instanceof SessionLostError, `message ${i + 1}`);
+        equal((o as PromiseRejectedResult).reason.msgId, i + 1);
+      }
+      equal(client.stats.sessionsLost, 1);
+      equal(client.stats.uncertain, 100);
+      equal(client.stats.resent, 0);
+      // Messages after the loss go on in the same session, numbered on.
+      deepStrictEqual(await client.send("rel", "m101"), { msgId: 101, how: "acked" });
+      await client.close();
+      await assertExactlyOnce(file, 8, 101); // nothing stored twice
+    } finally {
+      open();
+      await proxy.close();
+    }
+  });
+});
+
+Deno.test("onSessionLost: resend gives at-least-once instead: a forgotten session's unacked messages go again", async () => {
+  await withServer({ MAX_SESSIONS: 10 }, async ({ port, file }) => {
+    let open!: () => void;
+    const proxy = forgettingProxy(port, new Promise((r) => open = r));
+    try {
+      const client = await ReliableClient.connect({
+        port: proxy.port,
+        clientId: 9,
+        onSessionLost: "resend",
+        ...FAST,
+      });
+      const sends = Array.from({ length: 5 }, (_, i) => client.send("rel", `m${i + 1}`));
+      await waitForRecords(file, 5);
+      proxy.links[0]!.cut();
+      await churnSessions(port, 200);
+      open();
+      for (const d of await Promise.all(sends)) equal(d.how, "acked");
+      equal(client.stats.sessionsLost, 1);
+      equal(client.stats.resent, 5);
+      await client.close();
+      equal((await readRecords(file)).filter((r) => r.clientId === 9).length, 10); // twice
+    } finally {
+      open();
+      await proxy.close();
+    }
   });
 });

@@ -9,6 +9,7 @@ import {
   FrameType,
   MAX_CONTROL_FRAME_LENGTH,
   NackCode,
+  SessionState,
 } from "../src/protocol/frames.ts";
 import {
   decodeAck,
@@ -26,6 +27,19 @@ Deno.test("decodeWelcome() reads back what encodeWelcome() wrote", () => {
     version: 1,
     maxMessageBytes: 1048576,
     lastMsgId: 4294967295,
+    sessionKnown: null,
+  });
+  const v2 = encodeWelcome(10, 3, { version: 2, sessionState: SessionState.KNOWN });
+  deepStrictEqual(decodeWelcome(v2, BODY, v2.length), {
+    version: 2,
+    maxMessageBytes: 10,
+    lastMsgId: 3,
+    sessionKnown: true,
+  });
+  const unknown = encodeWelcome(10, 0, { version: 2 });
+  equal(decodeWelcome(unknown, BODY, unknown.length).sessionKnown, false);
+  throws(() => decodeWelcome(v2, BODY, v2.length - 1), {
+    message: "Cannot decode WELCOME: body is 9 bytes, at least 10",
   });
 });
 

@@ -1,6 +1,13 @@
 import { deepStrictEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { ConnectionError, MsgClient, NackError } from "../src/client/client.ts";
-import { encodeHello, encodeMsg, ErrorCode, FrameType, NackCode } from "../src/protocol/frames.ts";
+import {
+  encodeHello,
+  encodeMsg,
+  encodeWelcome,
+  ErrorCode,
+  FrameType,
+  NackCode,
+} from "../src/protocol/frames.ts";
 import {
   concat,
   delay,
@@ -66,7 +73,7 @@ Deno.test("a frame split into single bytes across writes is decoded whole", asyn
       await peer.write(new Uint8Array([b]));
       await delay(1);
     }
-    equal(describeFrame(await peer.read()), "WELCOME v1 max=1048576 last=0");
+    equal(describeFrame(await peer.read()), "WELCOME v2 max=1048576 last=0 unknown");
     equal(describeFrame(await peer.read()), "ACK 1");
     peer.close();
     equal(await readText(file), "5 1 split one byte at a time\n");
@@ -79,7 +86,7 @@ Deno.test("many frames in one write are all written and covered by acks", async 
     for (let i = 1; i <= 500; i++) frames.push(encodeMsg(i, "bulk", `message ${i}`));
     const peer = await RawPeer.connect(port);
     await peer.write(concat(frames));
-    equal(describeFrame(await peer.read()), "WELCOME v1 max=1048576 last=0");
+    equal(describeFrame(await peer.read()), "WELCOME v2 max=1048576 last=0 unknown");
     let acked = 0;
     while (acked < 500) {
       const frame = await peer.read();
@@ -219,7 +226,7 @@ Deno.test("NACK 2: a bad name is refused and the connection goes on", async () =
 Deno.test("NACK 3: a msg_id not above the last accepted one is a duplicate, not written again", async () => {
   await withServer({}, async ({ port, file }) => {
     const { peer, welcome } = await RawPeer.hello(port, 4);
-    equal(welcome, "WELCOME v1 max=1048576 last=0");
+    equal(welcome, "WELCOME v2 max=1048576 last=0 unknown");
     await peer.write(
       concat([
         encodeMsg(5, "d", "five"),
@@ -265,7 +272,7 @@ Deno.test("ERROR 7: a second HELLO for an open session takes it over", async () 
     await old.peer.write(encodeMsg(1, "t", "from old"));
     equal(describeFrame(await old.peer.read()), "ACK 1");
     const fresh = await RawPeer.hello(port, 11, 5n);
-    equal(fresh.welcome, "WELCOME v1 max=1048576 last=1");
+    equal(fresh.welcome, "WELCOME v2 max=1048576 last=1 known");
     deepStrictEqual(await old.peer.readUntilClose(), ["ERROR 7 session taken over"]);
     await fresh.peer.write(encodeMsg(2, "t", "from new"));
     equal(describeFrame(await fresh.peer.read()), "ACK 2");
@@ -341,11 +348,33 @@ Deno.test("ERROR 1: protocol violations close the connection, others keep being 
 
 Deno.test("ERROR 2: an unsupported version is refused", async () => {
   await withServer({}, async ({ port }) => {
-    const peer = await RawPeer.connect(port);
-    await peer.write(encodeHello({ clientId: 1, session: 0n, version: 2 }));
-    deepStrictEqual(await peer.readUntilClose(), [
-      "ERROR 2 unsupported version 2; this server speaks 1",
-    ]);
+    for (const version of [0, 3]) {
+      const peer = await RawPeer.connect(port);
+      await peer.write(encodeHello({ clientId: 1, session: 0n, version }));
+      deepStrictEqual(await peer.readUntilClose(), [
+        `ERROR 2 unsupported version ${version}; this server speaks 1 to 2`,
+      ]);
+      peer.close();
+    }
+  });
+});
+
+Deno.test("a version 1 client gets exactly the version 1 WELCOME, for a new and a known session", async () => {
+  await withServer({}, async ({ port }) => {
+    for (const last of [0, 1]) {
+      const peer = await RawPeer.connect(port);
+      await peer.write(encodeHello({ clientId: 1, session: 77n, version: 1 }));
+      const welcome = await peer.read();
+      deepStrictEqual(
+        new Uint8Array([0, 0, 0, welcome.body.length + 1, welcome.type, ...welcome.body]),
+        encodeWelcome(1048576, last), // 9 body bytes, version 1, no session_state
+      );
+      if (last === 0) {
+        await peer.write(encodeMsg(1, "v1", "old client"));
+        equal(describeFrame(await peer.read()), "ACK 1");
+      }
+      peer.close();
+    }
   });
 });
 
@@ -535,7 +564,7 @@ Deno.test("a session in use is never forgotten, even past MAX_SESSIONS", async (
     const other = await MsgClient.connect({ port, clientId: 2, session: 5n });
     await other.close();
     const b = await RawPeer.hello(port, 1, 77n);
-    equal(b.welcome, "WELCOME v1 max=1048576 last=2", "the session was remembered");
+    equal(b.welcome, "WELCOME v2 max=1048576 last=2 known", "the session was remembered");
     deepStrictEqual(await a.peer.readUntilClose(), ["ERROR 7 session taken over"]);
     await b.peer.write(encodeMsg(1, "a", "resent"));
     equal(describeFrame(await b.peer.read()), "NACK 1 3 duplicate: msg_id 1 is not above 2");

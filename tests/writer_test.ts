@@ -13,6 +13,7 @@ import { FakeStore } from "./support/fake_store.ts";
 class Source implements RecordSource {
   readonly clientId: number;
   readonly session: bigint;
+  readonly sessionKey: string;
   batchSeq = -1;
   batchLastId = 0;
   batchRecords = 0;
@@ -24,6 +25,7 @@ class Source implements RecordSource {
   constructor(clientId: number, session = 0n) {
     this.clientId = clientId;
     this.session = session;
+    this.sessionKey = session === 0n ? "" : `${clientId}/${session}`;
   }
 
   written(msgId: number, records: number): void {

@@ -17,9 +17,14 @@ unless TIME_INTERVAL_BTN_MSG is above 0 (then one at a time, sleeping that many 
 them). Prints each ack, then the total time and the average latency. Exit status: 0 if every
 message was acked, 1 if any was not, 2 for bad usage or config.
 
+With --session ID the messages go on an existing session: numbered on from the last msg_id the
+server holds for it (first line: "session ID resumed after msg_id N"). If the server holds no
+record of that session (new, or forgotten) it says so on stderr and numbers from 1.
+
 Flags:
   --config PATH                 the config file
   --stdin                       read messages from standard input, one per line
+  --session ID                  use session ID (1 to 2^64-1) instead of a fresh random one
   --tls                         connect with TLS (trusting the system's roots)
   --ca FILE                     trust this PEM CA file too (same as --tls-ca; turns TLS on)
   --help                        this text
@@ -75,17 +80,29 @@ async function run(
   config: Config,
   clientId: number,
   messages: AsyncIterable<string> | string[],
-  tls: { caCerts?: string[] } | null,
+  options: { tls: { caCerts?: string[] } | null; session: bigint | null },
 ) {
   const tally: Tally = { acked: 0, refused: 0, latencyUs: 0 };
   const started = performance.now();
+  const { tls, session } = options;
   const client = await MsgClient.connect({
     hostname: config.IP,
     port: config.PORT,
     clientId,
     token: config.AUTH_TOKEN,
     ...(tls === null ? {} : { tls }),
+    ...(session === null ? {} : { session }),
   });
+  if (session !== null) {
+    if (client.sessionKnown === false) {
+      console.error(
+        `msgclient: session ${session} is unknown to the server (new, or forgotten past ` +
+          "MAX_SESSIONS or in a restart it could not recover): numbering from msg_id 1",
+      );
+    } else {
+      console.log(`session ${session} resumed after msg_id ${client.lastMsgId}`);
+    }
+  }
   const name = `client_${clientId}`;
   const pause = config.TIME_INTERVAL_BTN_MSG * 1000;
   const inFlight: Promise<void>[] = [];
@@ -117,6 +134,7 @@ async function main(args: string[]): Promise<number> {
   try {
     loaded = await loadConfig(args, {
       booleanFlags: ["stdin", "tls"],
+      stringFlags: ["session"],
       aliases: { ca: "TLS_CA" },
       allowPositionals: true,
     });
@@ -128,7 +146,15 @@ async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const { config, positionals, flags } = loaded;
+  const { config, positionals, flags, values } = loaded;
+  let session: bigint | null = null;
+  if (values.session !== undefined) {
+    const text = values.session;
+    if (!/^\d{1,20}$/.test(text) || BigInt(text) < 1n || BigInt(text) > 0xffffffffffffffffn) {
+      return fail(`--session is "${text}"; allowed: an integer from 1 to 18446744073709551615`);
+    }
+    session = BigInt(text);
+  }
   const wanted = flags.stdin ? 1 : 2;
   if (positionals.length !== wanted) {
     return fail(
@@ -153,7 +179,7 @@ async function main(args: string[]): Promise<number> {
     } else if (flags.tls === true) {
       tls = {};
     }
-    return await run(config, Number(idText), messages, tls);
+    return await run(config, Number(idText), messages, { tls, session });
   } catch (e) {
     if (
       e instanceof ConnectionError || e instanceof Deno.errors.ConnectionRefused ||

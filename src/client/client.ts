@@ -9,7 +9,13 @@
 
 import { closeQuietly } from "../io/close_quietly.ts";
 import { Decoded, type FrameDecoder } from "../protocol/decoder.ts";
-import { encodeMsg, FrameType } from "../protocol/frames.ts";
+import {
+  encodeMsg,
+  ErrorCode,
+  FrameType,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+} from "../protocol/frames.ts";
 import { Outbox } from "../protocol/outbox.ts";
 import {
   decodeAck,
@@ -37,6 +43,8 @@ export interface ConnectOptions {
   token?: string;
   /** Connect with TLS; `caCerts` (PEM) are trusted besides the system's roots. */
   tls?: { caCerts?: string[] };
+  /** Speak exactly this protocol version (no fallback); by default 2, falling back to 1. */
+  version?: number;
 }
 
 interface Pending {
@@ -75,6 +83,11 @@ export class MsgClient {
   readonly lastMsgId: number;
   /** WELCOME.max_message_bytes: the largest payload the server accepts. */
   readonly maxMessageBytes: number;
+  /**
+   * WELCOME.session_state (protocol 2): true when the server knows the session, false when it
+   * holds no record of it (new, or forgotten: see docs/protocol.md); null from a version 1 server.
+   */
+  readonly sessionKnown: boolean | null;
   /** The session id sent in HELLO. */
   readonly session: bigint;
   /** Resolves when the connection has ended, with the reason if it was not `close()`. */
@@ -105,13 +118,33 @@ export class MsgClient {
     this.session = session;
     this.lastMsgId = welcome.lastMsgId;
     this.maxMessageBytes = welcome.maxMessageBytes;
+    this.sessionKnown = welcome.sessionKnown;
     this.#nextId = welcome.lastMsgId + 1;
     this.closed = new Promise((r) => this.#resolveClosed = r);
     this.#readLoop();
   }
 
-  /** Connects, sends HELLO and waits for WELCOME; throws {@linkcode ConnectionError} on refusal. */
+  /**
+   * Connects, sends HELLO and waits for WELCOME; throws {@linkcode ConnectionError} on refusal.
+   * It speaks protocol version 2 and falls back to version 1 once if the server refuses 2 (a
+   * server from before version 2): then `sessionKnown` is null.
+   */
   static async connect(options: ConnectOptions): Promise<MsgClient> {
+    const session = options.session ?? randomSession();
+    try {
+      return await MsgClient.#connectOnce(options, session, options.version ?? PROTOCOL_VERSION);
+    } catch (e) {
+      const refused = e instanceof ConnectionError && e.code === ErrorCode.UNSUPPORTED_VERSION;
+      if (!refused || options.version !== undefined) throw e;
+      return await MsgClient.#connectOnce(options, session, MIN_PROTOCOL_VERSION);
+    }
+  }
+
+  static async #connectOnce(
+    options: ConnectOptions,
+    session: bigint,
+    version: number,
+  ): Promise<MsgClient> {
     const hostname = options.hostname ?? "127.0.0.1";
     let conn: Deno.Conn;
     if (options.tls === undefined) {
@@ -127,12 +160,12 @@ export class MsgClient {
       await tls.handshake();
       conn = tls;
     }
-    const session = options.session ?? randomSession();
     const decoder = replyDecoder();
     try {
       const welcome = await handshake(conn, decoder, {
         clientId: options.clientId,
         session,
+        version,
         ...(options.token === undefined ? {} : { token: options.token }),
       });
       return new MsgClient(conn, decoder, session, welcome);

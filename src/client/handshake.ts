@@ -8,7 +8,12 @@
 
 import { writeAll } from "../io/write_all.ts";
 import { Decoded, type FrameDecoder } from "../protocol/decoder.ts";
-import { encodeHello, FrameType, PROTOCOL_VERSION } from "../protocol/frames.ts";
+import {
+  encodeHello,
+  FrameType,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+} from "../protocol/frames.ts";
 import { decodeError, decodeWelcome, type Welcome } from "../protocol/replies.ts";
 import { ConnectionError } from "./errors.ts";
 
@@ -20,6 +25,8 @@ export interface HelloFields {
   session: bigint;
   /** The server's AUTH_TOKEN, if it has one. */
   token?: string;
+  /** The protocol version to speak; {@linkcode PROTOCOL_VERSION} unless given. */
+  version?: number;
 }
 
 /**
@@ -66,8 +73,13 @@ export async function handshake(
         );
       }
       const welcome = decodeWelcome(b, body, end);
-      if (welcome.version !== PROTOCOL_VERSION) {
-        throw new ConnectionError(0, `server speaks version ${welcome.version}`);
+      const asked = hello.version ?? PROTOCOL_VERSION;
+      // A server answers in the version asked for, or an older one it speaks instead.
+      if (welcome.version > asked || welcome.version < MIN_PROTOCOL_VERSION) {
+        throw new ConnectionError(
+          0,
+          `asked for version ${asked}, server speaks ${welcome.version}`,
+        );
       }
       return welcome;
     } catch (e) {

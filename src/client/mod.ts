@@ -26,6 +26,7 @@ export {
   ReliableClient,
   type ReliableOptions,
   type ReliableStats,
+  SessionLostError,
 } from "./reliable.ts";
 export { ErrorCode, MAX_NAME_BYTES, NackCode, PROTOCOL_VERSION } from "../protocol/frames.ts";
 export type { Welcome } from "../protocol/replies.ts";

@@ -64,6 +64,13 @@ export interface ReliableOptions {
   connectTimeoutMs?: number;
   /** Source of randomness in [0, 1) for the backoff jitter; default `Math.random`. */
   random?: () => number;
+  /**
+   * What to do with messages sent but not acknowledged when a reconnect finds that the server no
+   * longer knows the session: `"reject"` them with {@linkcode SessionLostError} (default: never
+   * a silent double), or `"resend"` them (at-least-once: a message stored before may be stored
+   * twice).
+   */
+  onSessionLost?: "reject" | "resend";
 }
 
 /**
@@ -121,6 +128,37 @@ export class GiveUpError extends Error {
 }
 
 /**
+ * After a reconnect the server said it holds no record of the session (WELCOME `session_state`
+ * unknown): it forgot it (past MAX_SESSIONS, or a restart that could not recover it). A message
+ * sent before and never acknowledged may or may not have been stored, and resending it could store
+ * it twice, so with `onSessionLost: "reject"` (the default) each such message is rejected with
+ * this error instead, naming it; messages not yet sent go on as usual.
+ *
+ * @example
+ * ```ts
+ * declare const client: ReliableClient;
+ * try {
+ *   await client.send("orders", "42");
+ * } catch (e) {
+ *   if (e instanceof SessionLostError) console.error(`msg ${e.msgId}: fate unknown`);
+ * }
+ * ```
+ */
+export class SessionLostError extends Error {
+  /** The message whose fate is unknown. */
+  readonly msgId: number;
+  /** `session` is the session the server forgot. */
+  constructor(msgId: number, session: bigint) {
+    super(
+      `Message ${msgId} may or may not have been stored: the server no longer knows session ` +
+        `${session} (forgotten past MAX_SESSIONS, or lost in a restart), so it cannot say`,
+    );
+    this.name = "SessionLostError";
+    this.msgId = msgId;
+  }
+}
+
+/**
  * `send` after `close()` or `abort()`, or a message still pending when `abort()` was called.
  *
  * @example
@@ -160,6 +198,10 @@ export interface ReliableStats {
   duplicates: number;
   /** Messages refused (NACK 1, 2 or 4, or refused locally for the same reasons). */
   refused: number;
+  /** Reconnects after which the server no longer knew the session (see SessionLostError). */
+  sessionsLost: number;
+  /** Messages rejected with SessionLostError: they may or may not have been stored. */
+  uncertain: number;
 }
 
 interface Entry {
@@ -220,6 +262,8 @@ export class ReliableClient {
     resumed: 0,
     duplicates: 0,
     refused: 0,
+    sessionsLost: 0,
+    uncertain: 0,
   };
 
   readonly #options: ReliableOptions;
@@ -479,11 +523,11 @@ export class ReliableClient {
     this.#settled();
   }
 
-  #refuse(entry: Entry, error: Error): void {
+  #refuse(entry: Entry, error: Error, counted = true): void {
     if (entry.done) return;
     entry.done = true;
     this.#unacked.delete(entry.msgId);
-    this.stats.refused++;
+    if (counted) this.stats.refused++;
     entry.reject(error);
     this.#settled();
   }
@@ -585,6 +629,18 @@ export class ReliableClient {
   /** Starts using a fresh connection: settles what it already holds, resends the rest. */
   #attach(client: MsgClient): void {
     this.stats.connects++;
+    // The server holds no record of a session this client has already sent in: whatever was
+    // sent and not acknowledged may or may not be stored. (A version 1 server cannot say.)
+    if (client.sessionKnown === false && this.#maxSentId > 0) {
+      this.stats.sessionsLost++;
+      if ((this.#options.onSessionLost ?? "reject") === "reject") {
+        for (const entry of [...this.#unacked.values()]) {
+          if (!entry.sent) continue;
+          this.stats.uncertain++;
+          this.#refuse(entry, new SessionLostError(entry.msgId, this.session), false);
+        }
+      }
+    }
     const held = client.lastMsgId;
     for (const entry of [...this.#unacked.values()]) {
       if (entry.msgId > held) break;

@@ -111,6 +111,8 @@ export interface LoadOptions {
   env?: (name: string) => string | undefined;
   /** Extra boolean flags the program takes besides the config keys (e.g. `stdin`). */
   booleanFlags?: string[];
+  /** Extra flags with a value the program takes besides the config keys (e.g. `session`). */
+  stringFlags?: string[];
   /** Extra flags with a value that stand for a config key (`{ ca: "TLS_CA" }`). */
   aliases?: Record<string, keyof Config>;
   /** Whether positional arguments are allowed (the client's); default false. */
@@ -137,6 +139,8 @@ export interface LoadedConfig {
   positionals: string[];
   /** The extra boolean flags given. */
   flags: Record<string, boolean>;
+  /** The extra string flags given (absent when not given). */
+  values: Record<string, string>;
   /** True when `--help` was given. */
   help: boolean;
 }
@@ -192,6 +196,7 @@ export async function loadConfig(args: string[], options: LoadOptions = {}): Pro
   };
   for (const key of CONFIG_KEYS) flagOptions[flagName(key)] = { type: "string" };
   for (const flag of options.booleanFlags ?? []) flagOptions[flag] = { type: "boolean" };
+  for (const flag of options.stringFlags ?? []) flagOptions[flag] = { type: "string" };
   for (const flag of Object.keys(options.aliases ?? {})) flagOptions[flag] = { type: "string" };
 
   let parsed;
@@ -249,5 +254,17 @@ export async function loadConfig(args: string[], options: LoadOptions = {}): Pro
 
   const extra: Record<string, boolean> = {};
   for (const flag of options.booleanFlags ?? []) extra[flag] = flags[flag] === true;
-  return { config, file, positionals: parsed.positionals, flags: extra, help: flags.help === true };
+  const values: Record<string, string> = {};
+  for (const flag of options.stringFlags ?? []) {
+    const value = flags[flag];
+    if (typeof value === "string") values[flag] = value;
+  }
+  return {
+    config,
+    file,
+    positionals: parsed.positionals,
+    flags: extra,
+    values,
+    help: flags.help === true,
+  };
 }

@@ -8,8 +8,21 @@
  * @module
  */
 
-/** The protocol version this implementation speaks, sent in HELLO and WELCOME. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The newest protocol version this implementation speaks: what the client sends in HELLO. The
+ * server also answers version 1 clients, exactly as before version 2 existed.
+ */
+export const PROTOCOL_VERSION = 2;
+/** The oldest version the server still answers. */
+export const MIN_PROTOCOL_VERSION = 1;
+
+/** WELCOME `session_state` values (version 2): whether the server knows the session. */
+export const SessionState = {
+  /** The server holds no record of this session: new, or forgotten (see docs/protocol.md). */
+  UNKNOWN: 0,
+  /** The server knows it: `last_msg_id` is exactly where it stands. */
+  KNOWN: 1,
+} as const;
 
 /** Bytes in the length prefix. */
 export const LENGTH_BYTES = 4;
@@ -43,6 +56,8 @@ export const ErrorCode = {
   TIMEOUT: 5,
   SHUTTING_DOWN: 6,
   SESSION_TAKEN_OVER: 7,
+  /** The server cannot reach its store just now (a replicated store, say): retry later. */
+  UNAVAILABLE: 8,
 } as const;
 
 /** Fixed part of a HELLO body: version, client_id, session, token_len. */
@@ -133,18 +148,26 @@ export function encodeMsg(
 }
 
 /**
- * Encodes a WELCOME frame, the server's reply to HELLO.
+ * Encodes a WELCOME frame, the server's reply to HELLO, in the version the client spoke: version 1
+ * (9 body bytes) unless `options.version` is 2, which adds `session_state`.
  *
  * @example
  * ```ts
- * const bytes = encodeWelcome(1048576, 0);
+ * const v1 = encodeWelcome(1048576, 0);
+ * const v2 = encodeWelcome(1048576, 7, { version: 2, sessionState: SessionState.KNOWN });
  * ```
  */
-export function encodeWelcome(maxMessageBytes: number, lastMsgId: number): Uint8Array {
-  const { bytes, view } = frame(FrameType.WELCOME, 9);
-  bytes[5] = PROTOCOL_VERSION;
+export function encodeWelcome(
+  maxMessageBytes: number,
+  lastMsgId: number,
+  options: { version?: number; sessionState?: number } = {},
+): Uint8Array {
+  const version = options.version ?? MIN_PROTOCOL_VERSION;
+  const { bytes, view } = frame(FrameType.WELCOME, version >= 2 ? 10 : 9);
+  bytes[5] = version;
   view.setUint32(6, maxMessageBytes);
   view.setUint32(10, lastMsgId);
+  if (version >= 2) bytes[14] = options.sessionState ?? SessionState.UNKNOWN;
   return bytes;
 }
 

@@ -6,10 +6,17 @@
  * @module
  */
 
-import { ErrorCode, HELLO_FIXED_BYTES, PROTOCOL_VERSION, readU32 } from "./frames.ts";
+import {
+  ErrorCode,
+  HELLO_FIXED_BYTES,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+  readU32,
+} from "./frames.ts";
 
 /** A well-formed HELLO. */
 export interface Hello {
+  /** The version the client speaks; the server answers in the same. */
   version: number;
   clientId: number;
   /** The session id; 0n for none. */
@@ -44,10 +51,11 @@ export function decodeHello(bytes: Uint8Array, body: number, end: number): Hello
     return { code: ErrorCode.PROTOCOL_VIOLATION, reason: "HELLO has no version" };
   }
   const version = bytes[body]!;
-  if (version !== PROTOCOL_VERSION) {
+  if (version < MIN_PROTOCOL_VERSION || version > PROTOCOL_VERSION) {
     return {
       code: ErrorCode.UNSUPPORTED_VERSION,
-      reason: `unsupported version ${version}; this server speaks ${PROTOCOL_VERSION}`,
+      reason:
+        `unsupported version ${version}; this server speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`,
     };
   }
   if (length < HELLO_FIXED_BYTES) {

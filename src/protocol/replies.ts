@@ -7,9 +7,9 @@
  */
 
 import { FrameDecoder } from "./decoder.ts";
-import { MAX_CONTROL_FRAME_LENGTH, readU32 } from "./frames.ts";
+import { MAX_CONTROL_FRAME_LENGTH, readU32, SessionState } from "./frames.ts";
 
-/** Bytes in a WELCOME body of protocol version 1. */
+/** Bytes in a WELCOME body of protocol version 1 (version 2 adds one). */
 export const WELCOME_BODY_BYTES = 9;
 
 const text = new TextDecoder();
@@ -44,6 +44,11 @@ export interface Welcome {
   maxMessageBytes: number;
   /** The highest msg_id of the session the server holds; 0 if none. */
   lastMsgId: number;
+  /**
+   * Version 2: whether the server knows the session (`last_msg_id` is exactly where it stands)
+   * or holds no record of it (new, or forgotten). Null from a version 1 server, which cannot say.
+   */
+  sessionKnown: boolean | null;
 }
 
 /** A decoded NACK: one message refused, the connection goes on. */
@@ -73,15 +78,21 @@ function tooShort(frame: string, length: number, least: number): never {
  * import { decodeWelcome } from "./replies.ts";
  * import { encodeWelcome } from "./frames.ts";
  * const frame = encodeWelcome(1024, 3);
- * decodeWelcome(frame, 5, frame.length); // { version: 1, maxMessageBytes: 1024, lastMsgId: 3 }
+ * decodeWelcome(frame, 5, frame.length);
+ * // { version: 1, maxMessageBytes: 1024, lastMsgId: 3, sessionKnown: null }
  * ```
  */
 export function decodeWelcome(bytes: Uint8Array, body: number, end: number): Welcome {
   if (end - body < WELCOME_BODY_BYTES) tooShort("WELCOME", end - body, WELCOME_BODY_BYTES);
+  const version = bytes[body]!;
+  if (version >= 2 && end - body < WELCOME_BODY_BYTES + 1) {
+    tooShort("WELCOME", end - body, WELCOME_BODY_BYTES + 1);
+  }
   return {
-    version: bytes[body]!,
+    version,
     maxMessageBytes: readU32(bytes, body + 1),
     lastMsgId: readU32(bytes, body + 5),
+    sessionKnown: version >= 2 ? bytes[body + 9] === SessionState.KNOWN : null,
   };
 }
 

@@ -19,6 +19,7 @@ import {
   MSG_FIXED_BYTES,
   NackCode,
   readU32,
+  SessionState,
 } from "../protocol/frames.ts";
 import { decodeHello } from "../protocol/hello.ts";
 import { nameProblem } from "../protocol/name.ts";
@@ -60,6 +61,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
   clientId = 0;
   /** The session id from HELLO (0n until then, and for session 0). */
   session = 0n;
+  /** `client_id/session` once a session is greeted, else "". */
+  sessionKey = "";
   batchSeq = -1;
   batchLastId = 0;
   batchRecords = 0;
@@ -319,6 +322,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const { clientId, session: sessionId } = hello;
     this.clientId = clientId;
     this.session = sessionId;
+    this.sessionKey = sessionId === 0n ? "" : `${clientId}/${sessionId}`;
     let session: Session;
     let resumeAt = 0;
     if (sessionId === 0n) {
@@ -331,8 +335,23 @@ export class Connection implements RecordSource, SessionOwner, Served {
       this.#session = session; // so that ending now releases it
       this.waitingOnServer = true; // the timeouts do not count the server's own waiting
       if (previous !== null && previous !== this) previous.takeOver();
-      // WELCOME promises that everything up to last_msg_id is in the file: wait for what the
-      // session's earlier connections queued to be written (or refused) first.
+      try {
+        // A session this process has not seen may be one the store knows (from before a
+        // restart, or past the table's bound): ask it once.
+        await session.recall(() => this.#ctx.store.lastStored(clientId, sessionId));
+      } catch (e) {
+        this.waitingOnServer = false;
+        this.#ctx.log.error("cannot look the session up in the store", {
+          conn: this.id,
+          client_id: clientId,
+          store: this.#ctx.store.name,
+          error: (e as Error).message,
+        });
+        this.#fail(ErrorCode.UNAVAILABLE, "unavailable: the store cannot be reached, retry later");
+        return false;
+      }
+      // WELCOME promises that everything up to last_msg_id is stored: wait for what the
+      // session's earlier connections queued to be stored (or refused) first.
       resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
       this.waitingOnServer = false;
       this.lastActivity = performance.now();
@@ -340,8 +359,20 @@ export class Connection implements RecordSource, SessionOwner, Served {
     }
     this.#session = session;
     this.#state = State.READY;
-    this.#outbox.send(encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, resumeAt));
-    this.#ctx.log.debug("hello", { conn: this.id, client_id: clientId, session: sessionId });
+    this.#outbox.send(
+      encodeWelcome(this.#ctx.config.MAX_MESSAGE_BYTES, resumeAt, {
+        version: hello.version,
+        sessionState: session.known ? SessionState.KNOWN : SessionState.UNKNOWN,
+      }),
+    );
+    this.#ctx.log.debug("hello", {
+      conn: this.id,
+      client_id: clientId,
+      session: sessionId,
+      known: session.known,
+      version: hello.version,
+    });
+    session.known = true; // greeted: from now on this process knows where it stands
     return true;
   }
 

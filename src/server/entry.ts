@@ -11,6 +11,8 @@ export interface RecordSource {
   readonly clientId: number;
   /** The session its records belong to; 0n for none (session 0, or the legacy protocol). */
   readonly session: bigint;
+  /** `client_id/session` (the session table's key), or "" when it has no session. */
+  readonly sessionKey: string;
   /** Writer bookkeeping: the batch this source was last seen in. */
   batchSeq: number;
   /** Writer bookkeeping: the highest msg_id of this source in the current batch. */

@@ -65,6 +65,7 @@ export class LegacyConnection implements RecordSource, Served {
   readonly clientId = 0;
   /** Legacy records belong to no session. */
   readonly session = 0n;
+  readonly sessionKey = "";
   batchSeq = -1;
   batchLastId = 0;
   batchRecords = 0;

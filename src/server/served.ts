@@ -15,6 +15,7 @@ import type { DecoderLimits } from "../protocol/decoder.ts";
 import { type Channel, ChannelClosedError } from "./channel.ts";
 import type { Entry } from "./entry.ts";
 import type { SessionTable } from "./sessions.ts";
+import type { Store } from "../store/store.ts";
 
 /** Counters shared by all connections. */
 export interface ConnectionStats {
@@ -58,6 +59,8 @@ export interface ServerContext {
   readonly config: Config;
   readonly queue: Channel<Entry>;
   readonly sessions: SessionTable;
+  /** Where records go, and where a session unknown to the table may be looked up. */
+  readonly store: Store;
   readonly log: Logger;
   readonly stats: ConnectionStats;
   readonly limits: DecoderLimits;

@@ -187,6 +187,7 @@ export class MsgServer {
       config,
       queue: this.#queue,
       sessions,
+      store,
       log,
       stats: this.#connStats,
       limits,
@@ -285,6 +286,7 @@ export class MsgServer {
     const store = options.store ?? await FileStore.open(config.FILE_NAME, {
       durable: config.ACK_MODE === "durable",
       log,
+      maxSessions: config.MAX_SESSIONS,
     });
     let listener: Deno.Listener | null = null;
     let legacy: Deno.Listener | null = null;

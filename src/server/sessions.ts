@@ -33,7 +33,35 @@ export class Session {
   broken = false;
   /** The connection serving the session now, or null. */
   owner: SessionOwner | null = null;
+  /**
+   * Whether the server knows where the session stands: true once it has been greeted in this
+   * process, or the store held a record of it. A session the server created afresh and the
+   * store knew nothing of is unknown: new, or forgotten (WELCOME says which it can tell).
+   */
+  known = false;
+  /** The store lookup under way or done, shared by concurrent HELLOs; null before the first. */
+  #recalled: Promise<void> | null = null;
   #idle: (() => void)[] = [];
+
+  /**
+   * Learns, once, where the store says this session stands (`lookup` resolves with its last
+   * stored msg_id, or null when the store has no record). Throws what `lookup` throws, and then
+   * asks again next time.
+   */
+  recall(lookup: () => Promise<number | null>): Promise<void> {
+    this.#recalled ??= (async () => {
+      if (this.known) return;
+      const stored = await lookup();
+      if (stored !== null && stored > this.safeId && this.pending === 0) {
+        this.lastId = this.safeId = stored;
+      }
+      this.known = stored !== null;
+    })().catch((e) => {
+      this.#recalled = null;
+      throw e;
+    });
+    return this.#recalled;
+  }
 
   /** `records` records up to `msgId` are in the file. */
   written(msgId: number, records: number): void {

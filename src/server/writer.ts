@@ -59,6 +59,7 @@ export interface WriterOptions {
 const NO_SOURCE: RecordSource = {
   clientId: 0,
   session: 0n,
+  sessionKey: "",
   batchSeq: -1,
   batchLastId: 0,
   batchRecords: 0,

@@ -11,6 +11,19 @@ import { closeQuietly } from "../io/close_quietly.ts";
 import { writeAll } from "../io/write_all.ts";
 import type { Logger } from "../log.ts";
 import { BucketHistogram, LATENCY_BOUNDS } from "../server/metrics.ts";
+import { concat } from "../io/concat.ts";
+import {
+  type DataFileState,
+  encodeBatch,
+  encodeFile,
+  encodeSeal,
+  fingerprint,
+  FINGERPRINT_BYTES,
+  Journal,
+  type JournalEntry,
+  recoverJournal,
+  sessionKey,
+} from "./journal.ts";
 import type { Batch, Store, StoreStats } from "./store.ts";
 
 const LF = 0x0a;
@@ -31,6 +44,8 @@ export interface FileStoreOptions {
   log: Logger;
   /** How files are opened; `Deno.open` unless a test injects failures. */
   openFile?: OpenFile;
+  /** Sessions the journal remembers (MAX_SESSIONS); the least recently written go first. */
+  maxSessions?: number;
 }
 
 /** An open data file and where its end is. */
@@ -39,6 +54,8 @@ interface Opened {
   size: number;
   /** Bytes moved to `<path>.torn` (0 if the file ended cleanly). */
   tornBytes: number;
+  /** Its last (up to) 64 bytes, which the session journal fingerprints. */
+  tail: Uint8Array;
 }
 
 /** Finds the offset just past the last line feed, reading backwards from `size`; 0 if none. */
@@ -68,36 +85,85 @@ async function readAt(file: Deno.FsFile, offset: number, target: Uint8Array): Pr
 }
 
 /**
+ * Moves the bytes of the file `path` from `from` to its end to `<path>.torn` (appending, synced),
+ * then cuts the file back to `from`: nothing is destroyed. Returns the bytes moved.
+ */
+async function moveTailAside(path: string, from: number, open: OpenFile): Promise<number> {
+  const probe = await open(path, { read: true, write: true });
+  try {
+    const size = (await probe.stat()).size;
+    if (size <= from) return 0;
+    const tail = new Uint8Array(size - from);
+    const got = await readAt(probe, from, tail);
+    const aside = await open(`${path}.torn`, { append: true, create: true, mode: 0o640 });
+    try {
+      await writeAll(aside, tail.subarray(0, got));
+      await aside.syncData();
+    } finally {
+      aside.close();
+    }
+    await probe.truncate(from);
+    await probe.syncData();
+    return size - from;
+  } finally {
+    probe.close();
+  }
+}
+
+/** The last (up to) 64 bytes of the first `size` bytes of the file at `path`. */
+async function readTail(path: string, size: number, open: OpenFile): Promise<Uint8Array> {
+  const n = Math.min(FINGERPRINT_BYTES, size);
+  if (n === 0) return new Uint8Array(0);
+  const handle = await open(path, { read: true });
+  try {
+    const tail = new Uint8Array(n);
+    return tail.subarray(0, await readAt(handle, size - n, tail));
+  } finally {
+    handle.close();
+  }
+}
+
+/** A synchronous reader of the data file, for checking the journal's last batch at start. */
+async function fileReader(path: string, size: number, open: OpenFile) {
+  const handle = await open(path, { read: true });
+  return {
+    handle,
+    reader: {
+      size,
+      read(offset: number, length: number): Uint8Array {
+        const buf = new Uint8Array(length);
+        handle.seekSync(offset, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < length) {
+          const n = handle.readSync(buf.subarray(got));
+          if (n === null) break;
+          got += n;
+        }
+        return buf.subarray(0, got);
+      },
+    },
+  };
+}
+
+/**
  * Opens `path` for appending, first cutting off a torn last line (bytes after the last line
  * feed), which is appended to `<path>.torn` so that nothing is destroyed.
  */
 async function openDataFile(path: string, open: OpenFile): Promise<Opened> {
   const probe = await open(path, { read: true, write: true, create: true, mode: 0o640 });
   let size: number;
-  let tornBytes = 0;
   try {
     size = (await probe.stat()).size;
     const whole = size > 0 ? await endOfLastLine(probe, size) : 0;
-    if (whole < size) {
-      const torn = new Uint8Array(size - whole);
-      const got = await readAt(probe, whole, torn);
-      const aside = await open(`${path}.torn`, { append: true, create: true, mode: 0o640 });
-      try {
-        await writeAll(aside, torn.subarray(0, got));
-        await aside.syncData();
-      } finally {
-        aside.close();
-      }
-      await probe.truncate(whole);
-      await probe.syncData();
-      tornBytes = size - whole;
-      size = whole;
-    }
-  } finally {
     probe.close();
+    const tornBytes = whole < size ? await moveTailAside(path, whole, open) : 0;
+    const file = await open(path, { append: true, create: true, mode: 0o640 });
+    size -= tornBytes;
+    return { file, size, tornBytes, tail: await readTail(path, size, open) };
+  } catch (e) {
+    closeQuietly(probe);
+    throw e;
   }
-  const file = await open(path, { append: true, create: true, mode: 0o640 });
-  return { file, size, tornBytes };
 }
 
 /**
@@ -132,7 +198,7 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * The data file as a {@linkcode Store}.
+ * The data file as a {@linkcode Store}, with its session journal (`journal.ts`).
  *
  * @example
  * ```ts
@@ -161,44 +227,114 @@ export class FileStore implements Store {
   readonly #durable: boolean;
   readonly #log: Logger;
   readonly #open: OpenFile;
+  readonly #maxSessions: number;
   #file: Deno.FsFile;
   #size: number;
+  /** The data file's last (up to) 64 bytes, kept for the journal's fingerprints. */
+  #tail: Uint8Array;
   /** Set while the file may end in part of a failed batch that could not yet be cut off. */
   #torn = false;
   /** Where the file was renamed by a rotation whose new file is not open yet, else null. */
   #rotatedTo: string | null = null;
+  readonly #journal: Journal;
+  /** Where each session stands in the data file, least recently written first. */
+  readonly #table: Map<string, JournalEntry>;
+  /** Set after a switch of files until the journal has said so (FILE, or a snapshot). */
+  #fileRecordOwed = false;
 
-  private constructor(path: string, opened: Opened, options: FileStoreOptions, open: OpenFile) {
+  private constructor(parts: {
+    path: string;
+    opened: Opened;
+    journal: Journal;
+    table: Map<string, JournalEntry>;
+    options: FileStoreOptions;
+  }) {
+    const { path, opened, journal, table, options } = parts;
     this.name = path;
     this.tornBytes = opened.tornBytes;
     this.#file = opened.file;
     this.#size = opened.size;
+    this.#tail = opened.tail;
+    this.#journal = journal;
+    this.#table = table;
     this.#durable = options.durable;
     this.#log = options.log;
-    this.#open = open;
+    this.#open = options.openFile ?? Deno.open;
+    this.#maxSessions = options.maxSessions ?? 100_000;
   }
 
   /**
-   * Opens (or creates) the data file at `path`, moving a torn last line aside first.
-   * Throws if the file cannot be opened.
+   * Opens (or creates) the data file at `path`, moving a torn last line aside first, and
+   * recovers the session journal beside it (`<path>.sessions`). Throws if either cannot be
+   * opened.
    */
   static async open(path: string, options: FileStoreOptions): Promise<FileStore> {
     const open = options.openFile ?? Deno.open;
+    const log = options.log;
     const opened = await openDataFile(path, open);
     try {
+      if (opened.tornBytes > 0) {
+        log.warn("moved a torn last line aside", {
+          file: path,
+          bytes: opened.tornBytes,
+          to: `${path}.torn`,
+        });
+      }
+      const journalPath = `${path}.sessions`;
+      const bytes = await Journal.read(journalPath);
+      let table = new Map<string, JournalEntry>();
+      if (bytes === null) {
+        if (opened.size > 0) {
+          log.warn("no session journal: sessions of records already in the file start unknown", {
+            file: path,
+            journal: journalPath,
+          });
+        }
+      } else {
+        const { handle, reader } = await fileReader(path, opened.size, open);
+        let found;
+        try {
+          found = recoverJournal(bytes, reader);
+        } finally {
+          handle.close();
+        }
+        if (found.cutBackTo !== null) {
+          const moved = await moveTailAside(path, found.cutBackTo, open);
+          opened.size = found.cutBackTo;
+          opened.tail = await readTail(path, opened.size, open);
+          log.warn("moved a torn batch aside: none of its records was acked", {
+            file: path,
+            bytes: moved,
+            to: `${path}.torn`,
+          });
+        }
+        for (const problem of found.problems) {
+          log.warn(
+            found.trusted
+              ? "session journal recovered with a problem"
+              : "session journal not trusted: sessions start unknown",
+            { journal: journalPath, problem },
+          );
+        }
+        table = found.table;
+        log.info("sessions recovered from the journal", {
+          journal: journalPath,
+          sessions: table.size,
+        });
+      }
+      while (table.size > (options.maxSessions ?? 100_000)) {
+        table.delete(table.keys().next().value!);
+      }
+      const journal = await Journal.create(journalPath, table, {
+        size: opened.size,
+        tail: fingerprint(opened.tail),
+      }, options);
       if (options.durable) await syncDirectoryOf(path);
+      return new FileStore({ path, opened, journal, table, options });
     } catch (e) {
       opened.file.close();
       throw e;
     }
-    if (opened.tornBytes > 0) {
-      options.log.warn("moved a torn last line aside", {
-        file: path,
-        bytes: opened.tornBytes,
-        to: `${path}.torn`,
-      });
-    }
-    return new FileStore(path, opened, options, open);
   }
 
   /** Bytes in the data file being appended to. */
@@ -210,14 +346,24 @@ export class FileStore implements Store {
     const start = this.#size;
     // Appending after a partial line would glue the next record onto it.
     if (this.#torn) await this.#cutBackTo(start);
+    const journal = this.#journal;
+    if (journal.wantsCompaction) await this.#compact();
+    if (this.#fileRecordOwed) {
+      await journal.append(encodeFile(this.#state()));
+      this.#fileRecordOwed = false;
+    }
     const bytes = batch.bytes;
+    const entries = sessionsOf(batch);
+    // Recorded before the lines go in: every record but the last is then of a whole batch.
+    const record = entries.length > 0 ? encodeBatch(start, bytes, entries) : null;
+    const t0 = performance.now();
+    if (record !== null) await journal.append(record);
     try {
-      const t0 = performance.now();
       await writeAll(this.#file, bytes);
       const t1 = performance.now();
       this.stats.writeSeconds.observe((t1 - t0) / 1000);
       if (this.#durable) {
-        await this.#file.syncData();
+        await Promise.all([this.#file.syncData(), record === null ? null : journal.sync()]);
         this.stats.syncSeconds.observe((performance.now() - t1) / 1000);
       }
     } catch (e) {
@@ -230,9 +376,39 @@ export class FileStore implements Store {
           offset: start,
         });
       }
+      // Best effort: a record left behind is undone by the next batch at the same offset.
+      if (record !== null) await journal.takeBack(record.length).catch(() => {});
       throw e;
     }
     this.#size = start + bytes.length;
+    this.#tail = bytes.length >= FINGERPRINT_BYTES
+      ? bytes.slice(bytes.length - FINGERPRINT_BYTES)
+      : concat([this.#tail, bytes]).slice(-FINGERPRINT_BYTES);
+    const table = this.#table;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      table.delete(e.key);
+      table.set(e.key, { clientId: e.clientId, session: e.session, lastId: e.lastId });
+    }
+    while (table.size > this.#maxSessions) table.delete(table.keys().next().value!);
+  }
+
+  /** The data file as the journal fingerprints it. */
+  #state(): DataFileState {
+    return { size: this.#size, tail: fingerprint(this.#tail) };
+  }
+
+  /** Rewrites the journal as one snapshot; a failure is logged, not fatal (it can wait). */
+  async #compact(): Promise<void> {
+    try {
+      await this.#journal.compact(this.#table, this.#state());
+      this.#fileRecordOwed = false;
+    } catch (e) {
+      this.#log.throttled("compact", REPEAT_LOG_MS, "error", "cannot compact the session journal", {
+        journal: this.#journal.path,
+        error: (e as Error).message,
+      });
+    }
   }
 
   /** Truncates the file to `size` and checks that it took; clears the torn mark when it did. */
@@ -266,6 +442,9 @@ export class FileStore implements Store {
         for (let n = 1; await exists(target); n++) target = `${path}.${stamp}-${n}`;
         // Whoever ships rotated files takes them as finished: make this one whole on disk.
         if (!this.#durable) await this.#file.syncData();
+        // The journal's batches so far are all whole: say so before the file changes name, so
+        // that a crash before the new file is recorded still counts them.
+        await this.#journal.append(encodeSeal());
         await Deno.rename(path, target);
       } catch (e) {
         this.#log.throttled("rotate", REPEAT_LOG_MS, "error", "cannot rotate the data file", {
@@ -296,6 +475,15 @@ export class FileStore implements Store {
         this.#torn = false; // it belongs to the old file now
       }
     }
+    try {
+      await this.#journal.append(encodeSeal());
+    } catch (e) {
+      this.#log.error("cannot reopen the data file: the session journal cannot be written", {
+        file: this.name,
+        error: (e as Error).message,
+      });
+      return;
+    }
     if (await this.#switchTo("reopen", this.name)) {
       this.#log.info("reopened the data file", { file: this.name, size: this.#size });
     }
@@ -321,7 +509,11 @@ export class FileStore implements Store {
     closeQuietly(this.#file);
     this.#file = opened.file;
     this.#size = opened.size;
+    this.#tail = opened.tail;
     this.#rotatedTo = null;
+    // Batches from now on go to another file: the journal must say so before the next one.
+    this.#fileRecordOwed = true;
+    await this.#compact();
     if (opened.tornBytes > 0) {
       this.#log.warn("moved a torn last line aside", {
         file: this.name,
@@ -342,8 +534,42 @@ export class FileStore implements Store {
     return true;
   }
 
-  close(): Promise<void> {
-    closeQuietly(this.#file);
-    return Promise.resolve();
+  lastStored(clientId: number, session: bigint): Promise<number | null> {
+    return Promise.resolve(this.#table.get(sessionKey(clientId, session))?.lastId ?? null);
   }
+
+  /** Closes the data file and the journal, compacted so the next start reads little. */
+  async close(): Promise<void> {
+    if (!this.#torn) await this.#compact();
+    this.#journal.close();
+    closeQuietly(this.#file);
+  }
+}
+
+/** A session of a batch, with the last msg_id it has in the batch. */
+interface BatchSession extends JournalEntry {
+  key: string;
+}
+
+/** The sessions of a batch, each once, with the last msg_id it has in the batch. */
+function sessionsOf(batch: Batch): BatchSession[] {
+  const runs = batch.runs;
+  const out: BatchSession[] = [];
+  for (let i = 0; i < runs.length; i++) {
+    const r = runs[i]!;
+    const key = r.source.sessionKey;
+    if (key === "") continue;
+    // Runs of one session come in msg_id order, mostly one run each: a short scan back finds
+    // an earlier run of the same session, where a Map per batch would cost more.
+    let j = out.length - 1;
+    while (j >= 0 && out[j]!.key !== key) j--;
+    if (j >= 0) out[j]!.lastId = r.lastId;
+    else {out.push({
+        key,
+        clientId: r.source.clientId,
+        session: r.source.session,
+        lastId: r.lastId,
+      });}
+  }
+  return out;
 }

@@ -96,6 +96,12 @@ export interface Store {
    * store that cannot reopen logs why and goes on where it was.
    */
   reopen(): Promise<void>;
+  /**
+   * The last msg_id of session (`clientId`, `session`) the store holds, or null when it has no
+   * record of the session (it never stored one of its records, or has forgotten it). Rejects
+   * when the store cannot tell just now (the server then asks the client to retry).
+   */
+  lastStored(clientId: number, session: bigint): Promise<number | null>;
   /** Releases what the store holds open; nothing is appended afterwards. */
   close(): Promise<void>;
 }

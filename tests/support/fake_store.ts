@@ -87,6 +87,16 @@ export class FakeStore implements Store {
     return Promise.resolve();
   }
 
+  /** What `lastStored` answers, by `client/session`; a key that is absent answers null. */
+  readonly stored = new Map<string, number>();
+  /** Makes `lastStored` reject, as a store that cannot be reached does. */
+  lookupFails = false;
+
+  lastStored(clientId: number, session: bigint): Promise<number | null> {
+    if (this.lookupFails) return Promise.reject(new Error("store unreachable"));
+    return Promise.resolve(this.stored.get(`${clientId}/${session}`) ?? null);
+  }
+
   close(): Promise<void> {
     this.calls.push("close");
     return Promise.resolve();
