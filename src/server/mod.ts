@@ -30,3 +30,5 @@ export type { WriterStats } from "./writer.ts";
 export type { Batch, BatchRun, Store, StoreStats } from "../store/store.ts";
 export type { RecordSource } from "./entry.ts";
 export { BucketHistogram } from "./metrics.ts";
+export type { HttpStats } from "../http/http_server.ts";
+export type { AcceptStats } from "./listener.ts";
