@@ -530,11 +530,12 @@ Deno.test("a peer that never reads its NACKs: the server holds ~2 x 64 KiB of re
   await withServer({}, async ({ server, port }) => {
     const { peer, welcome } = await RawPeer.hello(port, 9);
     match(welcome, /^WELCOME/);
-    // Id 1 once, then 8 MiB of 11-byte frames that repeat it: each earns a NACK 3 of about 50
-    // bytes, so one 64 KiB read owes some 300 KB of replies, far past what the kernel's socket
-    // buffers take while the peer does not read.
+    // Id 1 once, then 2 MiB of 11-byte frames that repeat it: each earns a NACK 3 of about 50
+    // bytes, so one 64 KiB read owes some 300 KB of replies and the whole some 9 MB, far past
+    // what the kernel's socket buffers take while the peer does not read. (Refusals are paid
+    // from a budget of REFUSALS_PER_SECOND: these take a few seconds.)
     const frame = encodeMsg(1, new TextEncoder().encode("n"), new Uint8Array(0));
-    const duplicates = Math.floor(8 * 1024 * 1024 / frame.length);
+    const duplicates = Math.floor(2 * 1024 * 1024 / frame.length);
     const flood = new Uint8Array((duplicates + 1) * frame.length);
     for (let i = 0; i <= duplicates; i++) flood.set(frame, i * frame.length);
     const writing = peer.write(flood);

@@ -1,8 +1,8 @@
-import { equal, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { delay } from "../src/io/within.ts";
 import { Channel } from "../src/server/channel.ts";
 import type { Entry, RecordSource } from "../src/server/entry.ts";
-import { enqueue, Unsettled } from "../src/server/served.ts";
+import { enqueue, RefusalBudget, Unsettled } from "../src/server/served.ts";
 
 const source = {} as RecordSource;
 const entry = (count: number): Entry => ({
@@ -56,4 +56,27 @@ Deno.test("Unsettled.wait() resolves true once every record settles, false after
   setTimeout(() => u.settle(2), 10);
   equal(await u.wait(2000), true);
   equal(u.count, 0);
+});
+
+Deno.test("RefusalBudget gives a fiftieth of its rate at once, then admits waiters in order every 10 ms", async () => {
+  const budget = new RefusalBudget(1000); // 10 per 10 ms, 20 at once
+  let taken = 0;
+  while (budget.take()) taken++;
+  equal(taken, 20);
+  const order: number[] = [];
+  const started = performance.now();
+  const waits = Array.from({ length: 25 }, (_, i) => budget.wait().then(() => order.push(i)));
+  ok(!budget.take(), "nobody jumps the queue while others wait");
+  await Promise.all(waits);
+  const took = performance.now() - started;
+  deepStrictEqual(order, Array.from({ length: 25 }, (_, i) => i));
+  ok(took >= 20, `25 admitted at 10 per 10 ms took ${took.toFixed(0)} ms`);
+});
+
+Deno.test("RefusalBudget.release() lets every waiter go at once (shutdown)", async () => {
+  const budget = new RefusalBudget(100);
+  while (budget.take()) { /* drain */ }
+  const waits = Array.from({ length: 5 }, () => budget.wait());
+  budget.release();
+  equal((await Promise.all(waits)).length, 5);
 });

@@ -24,6 +24,11 @@ export interface PhaseSpec {
   count: number | null;
   /** Print each connection's average latency (the seed-latency table). */
   perClientTable: boolean;
+  /**
+   * Peers that never read, flooding frames the server must refuse, opened before the phase and
+   * kept during it (see `stallers.ts`); 0 or absent for none.
+   */
+  stallers?: number;
 }
 
 /** A named benchmark: one or more phases run one after the other against one server. */
@@ -113,6 +118,20 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
     description: "1 connection, window 1, 5 s",
     phases: [timed("latency", 1, 1)],
   },
+  "stalled-peers": {
+    description: "500 peers flood frames the server must refuse and never read; 1 honest " +
+      "connection, window 1, 10 s: its latency",
+    phases: [{
+      name: "stalled peers",
+      connections: 1,
+      window: 1,
+      size: 100,
+      durationS: 10,
+      count: null,
+      perClientTable: false,
+      stallers: 500,
+    }],
+  },
   fairness: {
     description: "256 connections, window 1, 5 s; min/median acks per connection",
     phases: [timed("fairness", 256, 1)],
@@ -163,6 +182,8 @@ Flags:
   --timeout SECONDS      hard limit per phase incl. connecting and draining
                          (default duration + 60, or 120 with a count)
   --connect-concurrency N  connects in flight at once (default 500)
+  --stallers N           also keep N peers that flood frames the server must refuse and never
+                         read (see the stalled-peers preset)
   --token TOKEN          AUTH_TOKEN for a running server (default $MS_AUTH_TOKEN)
   --json                 print one JSON object instead of the table
   --keep                 keep the temp dir with the data file and server log
@@ -244,6 +265,7 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
         preset: { type: "string" },
         timeout: { type: "string" },
         "connect-concurrency": { type: "string" },
+        stallers: { type: "string" },
         token: { type: "string" },
         json: { type: "boolean" },
         keep: { type: "boolean" },
@@ -276,6 +298,7 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
   const size = int("size", values.size, 0, 64 * 1024 * 1024);
   const duration = seconds("duration", values.duration);
   const count = int("count", values.count, 1, 2 ** 32 - 2);
+  const stallers = int("stallers", values.stallers, 0, 10_000);
   if (duration !== null && count !== null) {
     throw new UsageError("--duration and --count exclude each other");
   }
@@ -298,6 +321,7 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
       durationS,
       count: total,
       perClientTable: p.perClientTable,
+      ...(stallers ?? p.stallers ?? 0) > 0 ? { stallers: stallers ?? p.stallers! } : {},
     };
   });
   const port = int("port", values.port, 1, 65535);

@@ -6,12 +6,15 @@
  */
 
 import { randomSession } from "../../src/client/client.ts";
+import { ConnectionError } from "../../src/client/errors.ts";
 import { handshake } from "../../src/client/handshake.ts";
+import { ErrorCode, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from "../../src/protocol/frames.ts";
 import { closeQuietly } from "../../src/io/close_quietly.ts";
 import type { FrameDecoder } from "../../src/protocol/decoder.ts";
 import { replyDecoder } from "../../src/protocol/replies.ts";
 import { Histogram } from "../histogram.ts";
 import { LoadConnection, type PhaseCounters } from "./connection.ts";
+import { type Stallers, startStallers } from "./stallers.ts";
 import { fmtInt, fmtMiB } from "./format.ts";
 import type { PhaseSpec } from "./options.ts";
 
@@ -139,24 +142,36 @@ export interface PhaseContext {
   nextClientId: number;
 }
 
+/**
+ * The protocol version the load tool speaks; a server from before version 2 refuses it, and the
+ * tool then speaks 1 to it from there on (so one tool measures old and new servers alike).
+ */
+let speak = PROTOCOL_VERSION;
+
 /** Connects, sends HELLO, waits for WELCOME; returns the socket, decoder and last_msg_id. */
 async function connectOne(
   ctx: PhaseContext,
   clientId: number,
 ): Promise<{ conn: Deno.TcpConn; decoder: FrameDecoder; lastMsgId: number }> {
-  const conn = await Deno.connect({ hostname: ctx.host, port: ctx.port });
-  try {
-    conn.setNoDelay(true);
-    const decoder = replyDecoder();
-    const welcome = await handshake(conn, decoder, {
-      clientId,
-      session: randomSession(),
-      token: ctx.token,
-    });
-    return { conn, decoder, lastMsgId: welcome.lastMsgId };
-  } catch (e) {
-    closeQuietly(conn);
-    throw e;
+  for (;;) {
+    const conn = await Deno.connect({ hostname: ctx.host, port: ctx.port });
+    const version = speak;
+    try {
+      conn.setNoDelay(true);
+      const decoder = replyDecoder();
+      const welcome = await handshake(conn, decoder, {
+        clientId,
+        session: randomSession(),
+        token: ctx.token,
+        version,
+      });
+      return { conn, decoder, lastMsgId: welcome.lastMsgId };
+    } catch (e) {
+      closeQuietly(conn);
+      const old = e instanceof ConnectionError && e.code === ErrorCode.UNSUPPORTED_VERSION;
+      if (!old || version === MIN_PROTOCOL_VERSION) throw e;
+      speak = MIN_PROTOCOL_VERSION;
+    }
   }
 }
 
@@ -198,6 +213,11 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
     );
   }
   const timeoutS = ctx.timeoutS ?? (spec.durationS === null ? 120 : spec.durationS + 60);
+  let stallers: Stallers | null = null;
+  if ((spec.stallers ?? 0) > 0) {
+    stallers = await startStallers(ctx, spec.stallers!, 1_000_000);
+    console.error(`[${spec.name}] ${stallers.opened} stalling peers flooding refusable frames`);
+  }
   const t0 = performance.now();
   const hardDeadline = t0 + timeoutS * 1000;
   let timedOut = false;
@@ -291,6 +311,13 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
   clearInterval(progressTimer);
   if (timedOut) phase.error(`phase hit the --timeout of ${timeoutS} s`);
   for (const c of conns) c.close();
+  if (stallers !== null) {
+    phase.note(
+      `${stallers.opened} stalling peers: ${stallers.stalled} stalled (the server stopped ` +
+        `reading them) after it took ${fmtInt(stallers.bytes / 1e6)} MB of refusable frames`,
+    );
+    stallers.stop();
+  }
 
   const elapsedS = Math.max(
     ((phase.lastAckAt > 0 ? phase.lastAckAt : performance.now()) - phase.firstSendAt) / 1000,

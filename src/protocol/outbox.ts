@@ -12,7 +12,9 @@
  */
 
 import { writeAll, type Writer } from "../io/write_all.ts";
-import { ACK_FRAME_BYTES, writeAck } from "./frames.ts";
+import { ACK_FRAME_BYTES, FrameType, HEADER_BYTES, writeAck, writeU32 } from "./frames.ts";
+
+const encoder = new TextEncoder();
 
 /** Options of {@linkcode Outbox}. */
 export interface OutboxOptions {
@@ -111,6 +113,37 @@ export class Outbox {
     this.#reserve(ACK_FRAME_BYTES);
     this.#lastAckAt = this.#length;
     this.#length = writeAck(this.#out, this.#length, msgId);
+    this.#kick();
+  }
+
+  /**
+   * Queues a NACK built in place, without allocating: a peer that earns many (each refused
+   * frame does) costs the server as little as can be. The reason is written as UTF-8.
+   */
+  nack(msgId: number, code: number, reason: string): void {
+    if (this.#failed) return;
+    // At most 3 bytes of UTF-8 per UTF-16 unit.
+    this.#reserve(HEADER_BYTES + 6 + reason.length * 3);
+    const out = this.#out;
+    const start = this.#length;
+    let at = start + HEADER_BYTES;
+    writeU32(out, at, msgId);
+    out[at + 4] = code >>> 8;
+    out[at + 5] = code & 0xff;
+    at += 6;
+    let i = 0;
+    for (; i < reason.length; i++) {
+      const c = reason.charCodeAt(i);
+      if (c >= 0x80) break;
+      out[at++] = c;
+    }
+    if (i < reason.length) {
+      at += encoder.encodeInto(reason.slice(i), out.subarray(at)).written;
+    }
+    writeU32(out, start, at - start - 4);
+    out[start + 4] = FrameType.NACK;
+    this.#length = at;
+    this.#lastAckAt = -1;
     this.#kick();
   }
 

@@ -12,7 +12,6 @@ import { within } from "../io/within.ts";
 import { Decoded, FrameDecoder } from "../protocol/decoder.ts";
 import {
   encodeError,
-  encodeNack,
   encodeWelcome,
   ErrorCode,
   FrameType,
@@ -195,6 +194,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
           }
           if (outcome === REFUSED) {
             buf[decoder.frameStart + 4] = 0; // marks it skipped if it lies inside the region
+            // Each refusal costs a NACK many times what the frame cost the peer: it is paid for
+            // from the budget all connections share (REFUSALS_PER_SECOND), waiting when it is
+            // spent, so that refusals cannot crowd out the others.
+            if (!this.#ctx.refusals.take()) await this.#ctx.refusals.wait();
             continue;
           }
         } else if (type === FrameType.HELLO && this.#state === State.AWAIT_HELLO) {
@@ -213,6 +216,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
           NackCode.PAYLOAD_TOO_LARGE,
           `payload too large: over ${this.#ctx.config.MAX_MESSAGE_BYTES} bytes`,
         );
+        if (!this.#ctx.refusals.take()) await this.#ctx.refusals.wait();
         continue;
       } else {
         this.#protocolError(decoder.error);
@@ -405,7 +409,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
   }
 
   #nack(msgId: number, code: number, reason: string): void {
-    if (this.#state !== State.CLOSED) this.#outbox.send(encodeNack(msgId, code, reason));
+    if (this.#state !== State.CLOSED) this.#outbox.nack(msgId, code, reason);
   }
 
   /**

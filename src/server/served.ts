@@ -68,6 +68,8 @@ export interface ServerContext {
   readonly token: Uint8Array | null;
   /** True from the moment shutdown begins: no new record is accepted. */
   readonly stopping: boolean;
+  /** The refusals all connections share. */
+  readonly refusals: RefusalBudget;
   /** Called once when the connection has ended. */
   closed(connection: Served): void;
 }
@@ -87,6 +89,87 @@ export const ERROR_FLUSH_MS = 1000;
  * kernel send a reset, and many client stacks then drop the replies they had already received.
  */
 export const LINGER_MS = 2000;
+
+/**
+ * How many refusals (NACKs) all connections together may make in a second. A refusal costs the
+ * server a NACK many times the size of the frame that earned it, so peers sending nothing but
+ * refusable frames could otherwise keep it busy for all the others; past this rate they wait
+ * their turn, 10 ms at a time, so no turn of the event loop spends long on them. Honest traffic is never refused.
+ */
+export const REFUSALS_PER_SECOND = 50_000;
+/** How often the refusal budget is refilled. */
+const TICK_MS = 10;
+
+/**
+ * The refusal budget all connections share (see {@linkcode REFUSALS_PER_SECOND}): a token bucket
+ * refilled every 10 ms, holding at most two refills.
+ *
+ * @example
+ * ```ts
+ * import { RefusalBudget } from "./served.ts";
+ * const budget = new RefusalBudget(100_000);
+ * if (!budget.take()) await budget.wait(); // then send the NACK
+ * ```
+ */
+export class RefusalBudget {
+  readonly #perTick: number;
+  readonly #burst: number;
+  #tokens: number;
+  #last = performance.now();
+  #waiters: (() => void)[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** `perSecond` refusals a second, at most a fiftieth of that at once. */
+  constructor(perSecond: number) {
+    this.#perTick = perSecond * TICK_MS / 1000;
+    this.#burst = 2 * this.#perTick;
+    this.#tokens = this.#burst;
+  }
+
+  #refill(): void {
+    const now = performance.now();
+    const ticks = Math.floor((now - this.#last) / TICK_MS);
+    if (ticks > 0) {
+      this.#tokens = Math.min(this.#burst, this.#tokens + ticks * this.#perTick);
+      this.#last += ticks * TICK_MS;
+    }
+  }
+
+  /** Takes one refusal from the budget if there is one now. */
+  take(): boolean {
+    if (this.#tokens < 1) this.#refill();
+    if (this.#tokens < 1 || this.#waiters.length > 0) return false;
+    this.#tokens--;
+    return true;
+  }
+
+  /** Waits, in arrival order, until a refusal may be made (and takes it). */
+  wait(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#waiters.push(resolve);
+      this.#timer ??= setTimeout(() => this.#admit(), TICK_MS);
+    });
+  }
+
+  #admit(): void {
+    this.#timer = undefined;
+    this.#refill();
+    let n = 0;
+    while (n < this.#waiters.length && this.#tokens >= 1) {
+      this.#tokens--;
+      this.#waiters[n++]!();
+    }
+    if (n > 0) this.#waiters.splice(0, n);
+    if (this.#waiters.length > 0) this.#timer = setTimeout(() => this.#admit(), TICK_MS);
+  }
+
+  /** Lets everyone waiting go (shutdown). */
+  release(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+}
 
 /** What {@linkcode enqueue} updates on the connection while it waits. */
 export interface Waiting {

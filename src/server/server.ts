@@ -12,7 +12,13 @@ import type { DecoderLimits } from "../protocol/decoder.ts";
 import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../protocol/frames.ts";
 import { Channel } from "./channel.ts";
 import { Connection } from "./connection.ts";
-import type { ConnectionStats, Served, ServerContext } from "./served.ts";
+import {
+  type ConnectionStats,
+  RefusalBudget,
+  REFUSALS_PER_SECOND,
+  type Served,
+  type ServerContext,
+} from "./served.ts";
 import { LegacyConnection } from "./legacy_connection.ts";
 import { acceptLoop, listen, refuse } from "./listener.ts";
 import { TlsFront } from "./tls_front.ts";
@@ -142,6 +148,7 @@ export class MsgServer {
   metricsAddr: Deno.NetAddr | null = null;
   #total = 0;
   readonly #acceptStats = { acceptErrors: 0, shed: 0, refused: 0 };
+  readonly #refusals = new RefusalBudget(REFUSALS_PER_SECOND);
   #stopping = false;
   #shutdown: Promise<void> | null = null;
   #resolveFinished!: (clean: boolean) => void;
@@ -192,6 +199,7 @@ export class MsgServer {
       stats: this.#connStats,
       limits,
       token,
+      refusals: this.#refusals,
       get stopping() {
         return server.#stopping;
       },
@@ -411,6 +419,7 @@ export class MsgServer {
       queued: this.#queue.records,
     });
     this.#stopping = true;
+    this.#refusals.release();
     clearInterval(this.#sweeper);
     clearInterval(this.#statsTimer);
     for (const listener of [this.#listener, this.#legacyListener]) {

@@ -21,6 +21,7 @@ import {
   FINGERPRINT_BYTES,
   Journal,
   type JournalEntry,
+  type Recovered,
   recoverJournal,
   sessionKey,
 } from "./journal.ts";
@@ -123,12 +124,14 @@ async function readTail(path: string, size: number, open: OpenFile): Promise<Uin
   }
 }
 
-/** A synchronous reader of the data file, for checking the journal's last batch at start. */
-async function fileReader(path: string, size: number, open: OpenFile) {
-  const handle = await open(path, { read: true });
-  return {
-    handle,
-    reader: {
+/**
+ * Recovers the journal `bytes` against the data file at `path`, as if it ended at `size`. Reads
+ * the file synchronously: recovery reads a few hundred bytes of it, once, at start.
+ */
+function recoverWith(bytes: Uint8Array, path: string, size: number): Recovered {
+  const handle = Deno.openSync(path, { read: true });
+  try {
+    return recoverJournal(bytes, {
       size,
       read(offset: number, length: number): Uint8Array {
         const buf = new Uint8Array(length);
@@ -141,27 +144,46 @@ async function fileReader(path: string, size: number, open: OpenFile) {
         }
         return buf.subarray(0, got);
       },
-    },
-  };
+    });
+  } finally {
+    handle.close();
+  }
 }
 
 /**
- * Opens `path` for appending, first cutting off a torn last line (bytes after the last line
- * feed), which is appended to `<path>.torn` so that nothing is destroyed.
+ * The size of the file at `path` (created if missing) and where its last whole line ends: past
+ * that is a torn last line.
  */
-async function openDataFile(path: string, open: OpenFile): Promise<Opened> {
+async function measure(path: string, open: OpenFile): Promise<{ size: number; whole: number }> {
   const probe = await open(path, { read: true, write: true, create: true, mode: 0o640 });
-  let size: number;
   try {
-    size = (await probe.stat()).size;
-    const whole = size > 0 ? await endOfLastLine(probe, size) : 0;
+    const size = (await probe.stat()).size;
+    return { size, whole: size > 0 ? await endOfLastLine(probe, size) : 0 };
+  } finally {
     probe.close();
-    const tornBytes = whole < size ? await moveTailAside(path, whole, open) : 0;
-    const file = await open(path, { append: true, create: true, mode: 0o640 });
-    size -= tornBytes;
+  }
+}
+
+/**
+ * Opens `path` for appending, first moving everything from `keep` bytes on (by default a torn
+ * last line: the bytes after the last line feed) to `<path>.torn`, so that nothing is
+ * destroyed. `keep` may be asked for by the caller, once it knows the file's measure.
+ */
+async function openDataFile(
+  path: string,
+  open: OpenFile,
+  keep?: (measured: { size: number; whole: number }) => number,
+): Promise<Opened> {
+  const measured = await measure(path, open);
+  const kept = keep?.(measured) ?? measured.whole;
+  // One move, so .torn holds what was cut off in the order it was in the file.
+  const tornBytes = kept < measured.size ? await moveTailAside(path, kept, open) : 0;
+  const file = await open(path, { append: true, create: true, mode: 0o640 });
+  const size = measured.size - tornBytes;
+  try {
     return { file, size, tornBytes, tail: await readTail(path, size, open) };
   } catch (e) {
-    closeQuietly(probe);
+    file.close();
     throw e;
   }
 }
@@ -271,19 +293,29 @@ export class FileStore implements Store {
   static async open(path: string, options: FileStoreOptions): Promise<FileStore> {
     const open = options.openFile ?? Deno.open;
     const log = options.log;
-    const opened = await openDataFile(path, open);
+    const journalPath = `${path}.sessions`;
+    const bytes = await Journal.read(journalPath);
+    const recovery: { found: Recovered | null } = { found: null };
+    // The journal is checked against the file without its torn last line (no batch ends there),
+    // and may ask for more to be cut: the whole lines of a batch the crash tore, none acked.
+    const opened = await openDataFile(path, open, (measured) => {
+      if (bytes === null) return measured.whole;
+      const found = recoverWith(bytes, path, measured.whole);
+      recovery.found = found;
+      return found.cutBackTo ?? measured.whole;
+    });
+    const found = recovery.found;
     try {
       if (opened.tornBytes > 0) {
-        log.warn("moved a torn last line aside", {
-          file: path,
-          bytes: opened.tornBytes,
-          to: `${path}.torn`,
-        });
+        log.warn(
+          found === null || found.cutBackTo === null
+            ? "moved a torn last line aside"
+            : "moved a torn batch aside: none of its records was acked",
+          { file: path, bytes: opened.tornBytes, to: `${path}.torn` },
+        );
       }
-      const journalPath = `${path}.sessions`;
-      const bytes = await Journal.read(journalPath);
       let table = new Map<string, JournalEntry>();
-      if (bytes === null) {
+      if (found === null) {
         if (opened.size > 0) {
           log.warn("no session journal: sessions of records already in the file start unknown", {
             file: path,
@@ -291,23 +323,6 @@ export class FileStore implements Store {
           });
         }
       } else {
-        const { handle, reader } = await fileReader(path, opened.size, open);
-        let found;
-        try {
-          found = recoverJournal(bytes, reader);
-        } finally {
-          handle.close();
-        }
-        if (found.cutBackTo !== null) {
-          const moved = await moveTailAside(path, found.cutBackTo, open);
-          opened.size = found.cutBackTo;
-          opened.tail = await readTail(path, opened.size, open);
-          log.warn("moved a torn batch aside: none of its records was acked", {
-            file: path,
-            bytes: moved,
-            to: `${path}.torn`,
-          });
-        }
         for (const problem of found.problems) {
           log.warn(
             found.trusted

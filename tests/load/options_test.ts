@@ -160,7 +160,7 @@ Deno.test("parseOptions() refuses bad values with the flag, the value and what i
     [
       ["--preset", "nope"],
       '--preset is "nope"; allowed: seed-latency, seed-concurrency, seed-load, throughput, ' +
-      "request-ack, latency, fairness",
+      "request-ack, latency, stalled-peers, fairness",
     ],
     [["--duration", "1", "--count", "5"], "--duration and --count exclude each other"],
   ];
