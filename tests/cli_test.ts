@@ -1,6 +1,8 @@
 import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
-import { freePort, readRecords, readText, spawnServer, withTempDir } from "./helpers.ts";
+import { freePort } from "./support/net.ts";
+import { readRecords, readText, withTempDir } from "./support/server.ts";
+import { spawnServer } from "./support/spawn.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const deno = Deno.execPath();

@@ -11,7 +11,7 @@ import {
   ErrorCode,
   NackCode,
 } from "../src/protocol/frames.ts";
-import { readRecords, withServer } from "./helpers.ts";
+import { readRecords, withServer } from "./support/server.ts";
 
 /** A one-connection fake server that answers HELLO with `reply` (and reads whatever comes). */
 async function withFakeServer(

@@ -1,3 +1,5 @@
+// The config module's cases, one test each: every key, source and refusal (over 400 lines as a
+// catalogue of cases, not of logic).
 import { deepStrictEqual, equal, ok, rejects, throws } from "node:assert/strict";
 import {
   type Config,
@@ -10,7 +12,7 @@ import {
   parseConfigText,
   redactConfig,
 } from "../src/config.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./support/server.ts";
 
 const SHIPPED = new URL("../app.conf", import.meta.url).pathname;
 

@@ -10,7 +10,9 @@ import { decodeAck, decodeError, decodeNack } from "../src/protocol/replies.ts";
 import { encodeMsg, ErrorCode, FrameType, NackCode } from "../src/protocol/frames.ts";
 import { concat } from "../src/io/concat.ts";
 import { MsgClient } from "../src/client/client.ts";
-import { freePort, RawPeer, readRecords, type TestServer, withServer } from "./helpers.ts";
+import { freePort } from "./support/net.ts";
+import { RawPeer } from "./support/raw_peer.ts";
+import { readRecords, type TestServer, withServer } from "./support/server.ts";
 import { legacyFrame, LegacyPeer } from "./support/legacy_peer.ts";
 import { FakeStore } from "./support/fake_store.ts";
 

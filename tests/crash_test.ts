@@ -24,18 +24,14 @@
  * @module
  */
 
-import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import { equal, ok } from "node:assert/strict";
 import { type Delivery, ReliableClient } from "../src/client/reliable.ts";
 import { parseFile } from "../src/server/line.ts";
 import { formatReport, verifyFile } from "../src/verify.ts";
-import {
-  delay,
-  freePort,
-  mulberry32,
-  ServerStartError,
-  type SpawnedServer,
-  spawnServer,
-} from "./helpers.ts";
+import { delay } from "../src/io/within.ts";
+import { freePort } from "./support/net.ts";
+import { mulberry32 } from "./support/prng.ts";
+import { ServerStartError, type SpawnedServer, spawnServer } from "./support/spawn.ts";
 
 const SEED = Number(Deno.env.get("CRASH_SEED") ?? "20261129");
 const CLIENTS = 16;

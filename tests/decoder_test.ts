@@ -1,3 +1,4 @@
+// The frame decoder's cases, byte by byte (over 400 lines as a catalogue of cases).
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { Decoded, type DecoderLimits, FrameDecoder } from "../src/protocol/decoder.ts";
 import {
@@ -14,7 +15,7 @@ import {
   NackCode,
 } from "../src/protocol/frames.ts";
 import { connectionDecoderLimits } from "../src/server/server.ts";
-import { concat } from "./helpers.ts";
+import { concat } from "../src/io/concat.ts";
 
 const INITIAL = 16 * 1024;
 

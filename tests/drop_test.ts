@@ -12,8 +12,11 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { type Delivery, ReliableClient } from "../src/client/reliable.ts";
 import type { Config } from "../src/config.ts";
-import { closeQuietly, mulberry32, readRecords, withServer, writeAll } from "./helpers.ts";
-import { type Link, TcpProxy } from "./proxy.ts";
+import { closeQuietly } from "../src/io/close_quietly.ts";
+import { writeAll } from "../src/io/write_all.ts";
+import { mulberry32 } from "./support/prng.ts";
+import { readRecords, withServer } from "./support/server.ts";
+import { type Link, TcpProxy } from "./support/proxy.ts";
 
 const SEED = Number(Deno.env.get("DROP_SEED") ?? "7041");
 const CLIENTS = 8;

@@ -9,7 +9,8 @@ import { MsgClient } from "../src/client/client.ts";
 import { closeQuietly } from "../src/io/close_quietly.ts";
 import { delay } from "../src/io/within.ts";
 import { parseFile } from "../src/server/line.ts";
-import { freePort, readRecords, withTempDir } from "./helpers.ts";
+import { freePort } from "./support/net.ts";
+import { readRecords, withTempDir } from "./support/server.ts";
 import { spawnServer } from "./support/spawn.ts";
 
 const FD_LIMIT = 128;

@@ -2,7 +2,7 @@ import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import { Logger } from "../src/log.ts";
 import { FileStore, type OpenFile } from "../src/store/file_store.ts";
 import type { Batch } from "../src/store/store.ts";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./support/server.ts";
 
 const enc = new TextEncoder();
 

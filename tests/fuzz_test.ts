@@ -6,15 +6,11 @@ import { deepStrictEqual, equal, fail, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";
 import { parseFile } from "../src/server/line.ts";
-import {
-  concat,
-  delay,
-  describeFrame,
-  type Frame,
-  mulberry32,
-  RawPeer,
-  withServer,
-} from "./helpers.ts";
+import { concat } from "../src/io/concat.ts";
+import { delay } from "../src/io/within.ts";
+import { mulberry32 } from "./support/prng.ts";
+import { describeFrame, type Frame, RawPeer } from "./support/raw_peer.ts";
+import { withServer } from "./support/server.ts";
 
 const SEED = 0x5eed2024;
 const CASES = 3000;

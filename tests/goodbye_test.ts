@@ -12,7 +12,8 @@ import { writeAll } from "../src/io/write_all.ts";
 import { Decoded } from "../src/protocol/decoder.ts";
 import { encodeHello, encodeMsg, ErrorCode, FrameType } from "../src/protocol/frames.ts";
 import { decodeAck, decodeError, replyDecoder } from "../src/protocol/replies.ts";
-import { freePort, withServer } from "./helpers.ts";
+import { freePort } from "./support/net.ts";
+import { withServer } from "./support/server.ts";
 import { legacyFrame } from "./support/legacy_peer.ts";
 
 /**

@@ -1,15 +1,10 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { legacyFrame, LegacyPeer } from "./support/legacy_peer.ts";
-import {
-  concat,
-  delay,
-  freePort,
-  readRecords,
-  readText,
-  type TestServer,
-  withServer,
-} from "./helpers.ts";
+import { concat } from "../src/io/concat.ts";
+import { delay } from "../src/io/within.ts";
+import { freePort } from "./support/net.ts";
+import { readRecords, readText, type TestServer, withServer } from "./support/server.ts";
 
 function withLegacy(fn: (t: TestServer & { legacyPort: number }) => Promise<void>) {
   return withServer(

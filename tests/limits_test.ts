@@ -6,18 +6,13 @@ import { MsgClient } from "../src/client/client.ts";
 import { Decoded } from "../src/protocol/decoder.ts";
 import { encodeHello, encodeMsg, FrameType } from "../src/protocol/frames.ts";
 import { OUTBOX_HIGH_WATER } from "../src/server/served.ts";
-import {
-  closeQuietly,
-  concat,
-  delay,
-  describeFrame,
-  RawPeer,
-  readRecords,
-  type SpawnedServer,
-  spawnServer,
-  withServer,
-  writeAll,
-} from "./helpers.ts";
+import { closeQuietly } from "../src/io/close_quietly.ts";
+import { concat } from "../src/io/concat.ts";
+import { delay } from "../src/io/within.ts";
+import { writeAll } from "../src/io/write_all.ts";
+import { describeFrame, RawPeer } from "./support/raw_peer.ts";
+import { readRecords, withServer } from "./support/server.ts";
+import { type SpawnedServer, spawnServer } from "./support/spawn.ts";
 import { replyDecoder } from "../src/protocol/replies.ts";
 
 const KIB = 1024;

@@ -1,6 +1,9 @@
+// The line format's cases: every position of a special byte, differential checks against the
+// plain escaping rule, parse-back (over 400 lines as a catalogue of cases).
 import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
 import { LineBuffer, type ParsedLine, parseFile, parseLine } from "../src/server/line.ts";
-import { concat, mulberry32 } from "./helpers.ts";
+import { concat } from "../src/io/concat.ts";
+import { mulberry32 } from "./support/prng.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

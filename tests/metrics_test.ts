@@ -1,7 +1,9 @@
 import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { BucketHistogram, renderPrometheus } from "../src/server/metrics.ts";
-import { delay, freePort, withServer } from "./helpers.ts";
+import { delay } from "../src/io/within.ts";
+import { freePort } from "./support/net.ts";
+import { withServer } from "./support/server.ts";
 
 Deno.test("renderPrometheus writes counters and cumulative histogram buckets", () => {
   const h = new BucketHistogram([1, 10]);

@@ -1,3 +1,5 @@
+// ReliableClient against real servers and proxies that drop, cut and rewrite (over 400 lines as
+// a catalogue of failure cases).
 import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import { ConnectionError, MsgClient, NackError } from "../src/client/client.ts";
 import {
@@ -12,17 +14,13 @@ import { Logger } from "../src/log.ts";
 import { Decoded } from "../src/protocol/decoder.ts";
 import { encodeAck, encodeNack, encodeWelcome, FrameType } from "../src/protocol/frames.ts";
 import { type MsgServer, startServer } from "../src/server/server.ts";
-import {
-  closeQuietly,
-  delay,
-  freePort,
-  readRecords,
-  readText,
-  withServer,
-  writeAll,
-} from "./helpers.ts";
+import { closeQuietly } from "../src/io/close_quietly.ts";
+import { delay } from "../src/io/within.ts";
+import { writeAll } from "../src/io/write_all.ts";
+import { freePort } from "./support/net.ts";
+import { readRecords, readText, withServer } from "./support/server.ts";
 import { replyDecoder } from "../src/protocol/replies.ts";
-import { type Link, TcpProxy } from "./proxy.ts";
+import { type Link, TcpProxy } from "./support/proxy.ts";
 
 const dec = new TextDecoder();
 /** A version 2 WELCOME, as ReliableClient asks for: 5 header bytes and a 10-byte body. */

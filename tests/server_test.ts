@@ -1,3 +1,5 @@
+// The server's behaviour over real sockets, one case per test: frames, codes, limits and files
+// (over 400 lines as a catalogue of cases).
 import { deepStrictEqual, equal, match, ok, rejects } from "node:assert/strict";
 import { ConnectionError, MsgClient, NackError } from "../src/client/client.ts";
 import {
@@ -8,15 +10,10 @@ import {
   FrameType,
   NackCode,
 } from "../src/protocol/frames.ts";
-import {
-  concat,
-  delay,
-  describeFrame,
-  RawPeer,
-  readRecords,
-  readText,
-  withServer,
-} from "./helpers.ts";
+import { concat } from "../src/io/concat.ts";
+import { delay } from "../src/io/within.ts";
+import { describeFrame, RawPeer } from "./support/raw_peer.ts";
+import { readRecords, readText, withServer } from "./support/server.ts";
 
 const enc = new TextEncoder();
 

@@ -2,7 +2,7 @@ import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { delay } from "../src/io/within.ts";
 import { Session, SessionTable } from "../src/server/sessions.ts";
-import { withServer, withTempDir } from "./helpers.ts";
+import { withServer, withTempDir } from "./support/server.ts";
 import { DEFAULTS } from "../src/config.ts";
 import { Logger } from "../src/log.ts";
 import { startServer } from "../src/server/server.ts";

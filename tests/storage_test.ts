@@ -2,7 +2,8 @@ import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { MsgClient, NackError } from "../src/client/client.ts";
 import { NackCode } from "../src/protocol/frames.ts";
 import { type ParsedLine, parseFile } from "../src/server/line.ts";
-import { delay, readRecords, withServer } from "./helpers.ts";
+import { delay } from "../src/io/within.ts";
+import { readRecords, withServer } from "./support/server.ts";
 import { FakeStore } from "./support/fake_store.ts";
 
 /** Every record in `dir` from files named `messages.log*` (the live file and rotated ones). */

@@ -3,7 +3,7 @@
 // nothing on the host is changed.
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { withTempDir } from "./helpers.ts";
+import { withTempDir } from "./support/server.ts";
 
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SCRIPT = "tcp_tuning_params.sh";

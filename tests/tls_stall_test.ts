@@ -9,7 +9,7 @@ import { MsgClient } from "../src/client/client.ts";
 import { closeQuietly } from "../src/io/close_quietly.ts";
 import { delay } from "../src/io/within.ts";
 import { writeAll } from "../src/io/write_all.ts";
-import { readRecords, withTempDir } from "./helpers.ts";
+import { readRecords, withTempDir } from "./support/server.ts";
 import { makeCertificate } from "./support/certificate.ts";
 import { spawnServer } from "./support/spawn.ts";
 

@@ -1,7 +1,7 @@
 import { equal, match, ok, rejects } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { encodeHello } from "../src/protocol/frames.ts";
-import { readText, withServer } from "./helpers.ts";
+import { readText, withServer } from "./support/server.ts";
 import { makeCertificate } from "./support/certificate.ts";
 
 Deno.test("TLS: a client trusting the certificate round-trips; a plain TCP client fails cleanly", async () => {

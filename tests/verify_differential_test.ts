@@ -18,7 +18,8 @@ import {
   verifyFile,
   type VerifyReport,
 } from "../src/verify.ts";
-import { concat, mulberry32 } from "./helpers.ts";
+import { concat } from "../src/io/concat.ts";
+import { mulberry32 } from "./support/prng.ts";
 
 // ---- The oracle: src/verify.ts's verifyFile before the fast path, as it was. ----
 

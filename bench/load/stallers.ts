@@ -8,6 +8,7 @@
  */
 
 import { closeQuietly } from "../../src/io/close_quietly.ts";
+import { concat } from "../../src/io/concat.ts";
 import { writeAll } from "../../src/io/write_all.ts";
 import { encodeHello, encodeMsg } from "../../src/protocol/frames.ts";
 
@@ -40,22 +41,12 @@ export async function startStallers(
   n: number,
   firstClient: number,
 ): Promise<Stallers> {
-  const chunk = (() => {
-    const frames: Uint8Array[] = [];
-    let bytes = 0;
-    for (let id = 1; bytes < 64 * 1024; id++) {
-      const f = encodeMsg(id, "bad name", "x");
-      frames.push(f);
-      bytes += f.length;
-    }
-    const out = new Uint8Array(bytes);
-    let at = 0;
-    for (const f of frames) {
-      out.set(f, at);
-      at += f.length;
-    }
-    return out;
-  })();
+  const frames: Uint8Array[] = [];
+  for (let id = 1, bytes = 0; bytes < 64 * 1024; id++) {
+    frames.push(encodeMsg(id, "bad name", "x"));
+    bytes += frames.at(-1)!.length;
+  }
+  const chunk = concat(frames);
   const conns: Deno.Conn[] = [];
   const state = { opened: 0, stalled: 0, bytes: 0, stopped: false };
   for (let i = 0; i < n; i++) {

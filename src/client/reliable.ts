@@ -4,11 +4,15 @@
  * and when the connection is lost it reconnects with exponential backoff and resends what the
  * server does not have yet, in order.
  *
- * While the server keeps running, this gives exactly-once delivery: on reconnect the server's
- * WELCOME names the highest msg_id it already holds for the session, and a resent message it
- * already holds is refused as a duplicate (NACK 3), which counts as delivered. Across a server
- * restart the session table is gone (WELCOME says 0), so every message not yet acked is sent
- * again: at-least-once.
+ * This gives exactly-once delivery: on reconnect the server's WELCOME names the highest msg_id it
+ * already holds for the session (also after a restart: the file store keeps a session journal),
+ * and a resent message it already holds is refused as a duplicate (NACK 3), which counts as
+ * delivered. Where the server says it no longer knows the session (forgotten past MAX_SESSIONS,
+ * or lost in a restart), what was sent and not acked is reported with {@linkcode SessionLostError}
+ * rather than resent, unless `onSessionLost: "resend"` asks for at-least-once.
+ *
+ * (Over 400 lines: one class, whose state is the messages in flight across reconnects; splitting
+ * it would only scatter that state. Its errors and options come first.)
  *
  * @example
  * ```ts

@@ -4,6 +4,9 @@
  * what the peer is owed (WELCOME, ACK, NACK, ERROR) through an outbox that keeps one socket write
  * in flight at a time, so frames never interleave and many small replies become one write.
  *
+ * (Over 400 lines: one state machine, from HELLO through the per-frame checks to the goodbye;
+ * what it shares with the legacy connection is in `served.ts`, its codec in `src/protocol/`.)
+ *
  * @module
  */
 
@@ -26,6 +29,7 @@ import { timingSafeEqual } from "./auth.ts";
 import type { Entry, RecordSource } from "./entry.ts";
 import { Outbox } from "../protocol/outbox.ts";
 import {
+  describeRemote,
   enqueue,
   ERROR_FLUSH_MS,
   LINGER_MS,
@@ -84,16 +88,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #closing: Promise<void> | null = null;
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
-  /** Resolves when the read loop has ended (the peer closed, or the socket did). */
-  readonly #readDone: Promise<void>;
-  #readEnded!: () => void;
+  /** Resolved when the read loop has ended (the peer closed, or the socket did). */
+  readonly #readDone = Promise.withResolvers<void>();
 
   constructor(conn: Transport, ctx: ServerContext, id: number) {
     this.#conn = conn;
     this.#ctx = ctx;
     this.id = id;
-    const addr = conn.remoteAddr as Deno.NetAddr;
-    this.remote = `${addr.hostname}:${addr.port}`;
+    this.remote = describeRemote(conn.remoteAddr);
     this.#decoder = new FrameDecoder({ ...ctx.limits, checkType: (type) => this.#checkType(type) });
     this.#outbox = new Outbox(conn, {
       growthLimit: OUTBOX_GROWTH_LIMIT,
@@ -105,7 +107,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
       },
     });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
-    this.#readDone = new Promise((r) => this.#readEnded = r);
   }
 
   /** True once the connection has been closed (or is closing). */
@@ -148,7 +149,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         });
       }
     } finally {
-      this.#readEnded();
+      this.#readDone.resolve();
       await this.#end(eof);
     }
   }
@@ -464,7 +465,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     if (await within(this.#outbox.flushing, ERROR_FLUSH_MS)) {
       try {
         await this.#conn.closeWrite();
-        await within(this.#readDone, LINGER_MS);
+        await within(this.#readDone.promise, LINGER_MS);
       } catch {
         // the peer is gone already
       }

@@ -18,6 +18,7 @@ import { nameProblem } from "../protocol/name.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
 import { Outbox } from "../protocol/outbox.ts";
 import {
+  describeRemote,
   enqueue,
   ERROR_FLUSH_MS,
   LINGER_MS,
@@ -87,19 +88,16 @@ export class LegacyConnection implements RecordSource, Served {
   #closed = false;
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
-  /** Resolves when the read loop has ended. */
-  readonly #readDone: Promise<void>;
-  #readEnded!: () => void;
+  /** Resolved when the read loop has ended (the peer closed, or the socket did). */
+  readonly #readDone = Promise.withResolvers<void>();
 
   constructor(conn: Transport, ctx: ServerContext, id: number) {
     this.#conn = conn;
     this.#ctx = ctx;
     this.id = id;
-    const addr = conn.remoteAddr as Deno.NetAddr;
-    this.remote = `${addr.hostname}:${addr.port}`;
+    this.remote = describeRemote(conn.remoteAddr);
     this.#outbox = new Outbox(conn, { onError: () => this.#close() });
     this.#ackOnReceipt = ctx.config.ACK_MODE === "received";
-    this.#readDone = new Promise((r) => this.#readEnded = r);
   }
 
   /** Ack bytes not yet taken by the socket. */
@@ -145,7 +143,7 @@ export class LegacyConnection implements RecordSource, Served {
         });
       }
     } finally {
-      this.#readEnded();
+      this.#readDone.resolve();
       this.#close();
       this.#ctx.closed(this);
     }
@@ -245,7 +243,7 @@ export class LegacyConnection implements RecordSource, Served {
       // does not reset the connection under the acks it has not read yet (see LINGER_MS).
       try {
         await this.#conn.closeWrite();
-        await within(this.#readDone, LINGER_MS);
+        await within(this.#readDone.promise, LINGER_MS);
       } catch {
         // the peer is gone already
       }

@@ -171,6 +171,19 @@ export class RefusalBudget {
   }
 }
 
+/**
+ * `host:port` of a peer, for log lines.
+ *
+ * @example
+ * ```ts
+ * import { describeRemote } from "./served.ts";
+ * describeRemote({ transport: "tcp", hostname: "127.0.0.1", port: 5000 }); // "127.0.0.1:5000"
+ * ```
+ */
+export function describeRemote(addr: Deno.Addr): string {
+  return "hostname" in addr ? `${addr.hostname}:${addr.port}` : addr.transport;
+}
+
 /** What {@linkcode enqueue} updates on the connection while it waits. */
 export interface Waiting {
   /** Set while waiting for room: the server's wait, during which timeouts do not run. */

@@ -1,7 +1,11 @@
 /**
  * The server: wires the listener, the service tasks, the queue and the writer together, and
  * runs the graceful shutdown. One message's path: `listener.ts` accepts, `connection.ts` decodes
- * and queues it (`channel.ts`), `writer.ts` formats it (`line.ts`) into the file and acks it.
+ * and queues it (`channel.ts`), `writer.ts` formats it (`line.ts`) and hands it to the store
+ * (`../store/`), then acks it.
+ *
+ * (Over 400 lines: the start-up order (store, listeners, writer, monitoring) and the shutdown
+ * order are one story each, and read best in one place.)
  *
  * @module
  */

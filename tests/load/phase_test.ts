@@ -2,7 +2,8 @@ import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { checkFile } from "../../bench/load/file_check.ts";
 import type { PhaseSpec } from "../../bench/load/options.ts";
 import { type PhaseContext, runPhase } from "../../bench/load/phase.ts";
-import { freePort, withServer } from "../helpers.ts";
+import { freePort } from "../support/net.ts";
+import { withServer } from "../support/server.ts";
 
 function context(port: number): PhaseContext {
   return {

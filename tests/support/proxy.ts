@@ -5,7 +5,7 @@
  * @module
  */
 
-import { closeQuietly } from "../src/io/close_quietly.ts";
+import { closeQuietly } from "../../src/io/close_quietly.ts";
 
 /** One proxied connection: the client side, the server side, and a way to cut both. */
 export class Link {

@@ -1,83 +1,21 @@
 /**
- * Test helpers: a real server on a free loopback port writing to a file in a temporary folder,
- * the server as its own process (re-exported from `support/spawn.ts`, which the load tool shares),
- * a raw peer that speaks frames byte by byte, a seeded PRNG and small socket utilities.
+ * A raw peer: sends whatever bytes a test gives it and reads the server's frames one at a time,
+ * described as text for assertions.
  *
  * @module
  */
 
-import { type Config, DEFAULTS } from "../src/config.ts";
-import { Logger } from "../src/log.ts";
-import { Decoded } from "../src/protocol/decoder.ts";
-import { encodeHello, FrameType } from "../src/protocol/frames.ts";
+import { closeQuietly } from "../../src/io/close_quietly.ts";
+import { writeAll } from "../../src/io/write_all.ts";
+import { Decoded } from "../../src/protocol/decoder.ts";
+import { encodeHello, FrameType } from "../../src/protocol/frames.ts";
 import {
   decodeAck,
   decodeError,
   decodeNack,
   decodeWelcome,
   replyDecoder,
-} from "../src/protocol/replies.ts";
-import { type ParsedLine, parseFile } from "../src/server/line.ts";
-import { type MsgServer, startServer } from "../src/server/server.ts";
-import type { Store } from "../src/store/store.ts";
-
-/** A server under test and where it writes. */
-export interface TestServer {
-  server: MsgServer;
-  port: number;
-  file: string;
-  dir: string;
-  /** Log lines the server wrote. */
-  logs: string[];
-}
-
-/**
- * Runs `fn` against a fresh server (PORT 0, file in a new temp folder), then shuts the server
- * down and removes the folder.
- */
-export async function withServer(
-  overrides: Partial<Config>,
-  fn: (t: TestServer) => void | Promise<void>,
-  options: { store?: Store } = {},
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "msgserver_test_" });
-  const file = `${dir}/messages.log`;
-  const logs: string[] = [];
-  const log = new Logger(overrides.LOG_LEVEL ?? "debug", (line) => logs.push(line));
-  const server = await startServer(
-    { ...DEFAULTS, PORT: 0, FILE_NAME: file, ...overrides },
-    { log, writeRetryMs: 200, ...options },
-  );
-  try {
-    await fn({ server, port: server.addr.port, file, dir, logs });
-  } finally {
-    await server.shutdown();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** Runs `fn` with a fresh temporary folder named `prefix...`, removed afterwards. */
-export async function withTempDir(
-  prefix: string,
-  fn: (dir: string) => Promise<void>,
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** Reads and parses the data file. */
-export async function readRecords(file: string): Promise<ParsedLine[]> {
-  return parseFile(await Deno.readFile(file));
-}
-
-/** Reads the data file as text. */
-export function readText(file: string): Promise<string> {
-  return Deno.readTextFile(file);
-}
+} from "../../src/protocol/replies.ts";
 
 /** One frame received by a {@linkcode RawPeer}. */
 export interface Frame {
@@ -201,47 +139,3 @@ export class RawPeer {
     closeQuietly(this.conn);
   }
 }
-
-export { closeQuietly, concat, delay, writeAll } from "../src/io/mod.ts";
-import { closeQuietly, writeAll } from "../src/io/mod.ts";
-
-/**
- * A loopback port that was free a moment ago: binds 127.0.0.1 port 0, notes the port, closes.
- * Nothing listens on it afterwards (unless something else takes it meanwhile).
- */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/**
- * mulberry32: a small seeded PRNG, uniform in [0, 1). The same seed always gives the same
- * sequence, so a test that draws from it checks the same cases on every run.
- *
- * @example
- * ```ts
- * const random = mulberry32(7);
- * const coin = random() < 0.5;
- * ```
- */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export {
-  ServerStartError,
-  type ShutdownOptions,
-  type SpawnedServer,
-  type SpawnOptions,
-  spawnServer,
-  type StopResult,
-} from "./support/spawn.ts";

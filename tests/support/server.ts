@@ -1,0 +1,70 @@
+/**
+ * A real server on a free loopback port for a test, writing to a file in a temporary folder, and
+ * reading that file back.
+ *
+ * @module
+ */
+
+import { type Config, DEFAULTS } from "../../src/config.ts";
+import { Logger } from "../../src/log.ts";
+import { type ParsedLine, parseFile } from "../../src/server/line.ts";
+import { type MsgServer, startServer } from "../../src/server/server.ts";
+import type { Store } from "../../src/store/store.ts";
+
+/** A server under test and where it writes. */
+export interface TestServer {
+  server: MsgServer;
+  port: number;
+  file: string;
+  dir: string;
+  /** Log lines the server wrote. */
+  logs: string[];
+}
+
+/**
+ * Runs `fn` against a fresh server (PORT 0, file in a new temp folder), then shuts the server
+ * down and removes the folder.
+ */
+export async function withServer(
+  overrides: Partial<Config>,
+  fn: (t: TestServer) => void | Promise<void>,
+  options: { store?: Store } = {},
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "msgserver_test_" });
+  const file = `${dir}/messages.log`;
+  const logs: string[] = [];
+  const log = new Logger(overrides.LOG_LEVEL ?? "debug", (line) => logs.push(line));
+  const server = await startServer(
+    { ...DEFAULTS, PORT: 0, FILE_NAME: file, ...overrides },
+    { log, writeRetryMs: 200, ...options },
+  );
+  try {
+    await fn({ server, port: server.addr.port, file, dir, logs });
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs `fn` with a fresh temporary folder named `prefix...`, removed afterwards. */
+export async function withTempDir(
+  prefix: string,
+  fn: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Reads and parses the data file. */
+export async function readRecords(file: string): Promise<ParsedLine[]> {
+  return parseFile(await Deno.readFile(file));
+}
+
+/** Reads the data file as text. */
+export function readText(file: string): Promise<string> {
+  return Deno.readTextFile(file);
+}
