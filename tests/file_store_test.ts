@@ -84,17 +84,18 @@ Deno.test("FileStore cuts the file back after a write fails midway, so no partia
     const store = await FileStore.open(path, { durable: false, log, openFile: files.open });
     await store.append(batch("1 1 a x\n"));
     const file = files.last!;
-    const write = file.write.bind(file);
+    const writeSync = file.writeSync.bind(file);
     let calls = 0;
-    file.write = (p: Uint8Array) => {
-      // The first write takes half the batch; the next fails, as a disk filling up does.
-      if (++calls === 1) return write(p.subarray(0, 5));
-      return Promise.reject(new Error("No space left on device (os error 28)"));
+    // (Small batches are written with writeSync.) The first write takes half the batch; the
+    // next fails, as a disk filling up does.
+    file.writeSync = (p: Uint8Array) => {
+      if (++calls === 1) return writeSync(p.subarray(0, 5));
+      throw new Error("No space left on device (os error 28)");
     };
     await rejects(store.append(batch("1 2 a y\n1 3 a z\n")), /No space left/);
     equal(await Deno.readTextFile(path), "1 1 a x\n");
     equal(store.size, 8);
-    file.write = write;
+    file.writeSync = writeSync;
     await store.append(batch("1 2 a y\n"));
     await store.close();
     equal(await Deno.readTextFile(path), "1 1 a x\n1 2 a y\n");
@@ -107,15 +108,18 @@ Deno.test("FileStore appends nothing until a partial batch it could not cut back
     const files = new Files();
     const store = await FileStore.open(path, { durable: false, log, openFile: files.open });
     const file = files.last!;
-    const write = file.write.bind(file);
+    const writeSync = file.writeSync.bind(file);
     const truncate = file.truncate.bind(file);
-    file.write = (p: Uint8Array) =>
-      write(p.subarray(0, 3)).then(() => Promise.reject(new Error("I/O error")));
+    let calls = 0;
+    file.writeSync = (p: Uint8Array) => {
+      if (++calls === 1) return writeSync(p.subarray(0, 3));
+      throw new Error("I/O error");
+    };
     file.truncate = () => Promise.reject(new Error("Read-only file system"));
     await rejects(store.append(batch("1 1 a x\n")), /I\/O error/);
     ok(logs.some((l) => l.includes("cannot cut the file back")), logs.join(""));
     equal(await Deno.readTextFile(path), "1 1");
-    file.write = write;
+    file.writeSync = writeSync;
     // Still cannot cut back: the next batch is refused, not glued onto the partial line.
     await rejects(store.append(batch("1 2 a y\n")), /Read-only/);
     equal(await Deno.readTextFile(path), "1 1");
@@ -384,5 +388,29 @@ Deno.test("FileStore forgets the least recently written sessions past maxSession
       [2, null, 1],
     );
     await again.close();
+  });
+});
+
+Deno.test("FileStore cuts back a large batch (written asynchronously) that fails midway", async () => {
+  await withDir(async (dir, _logs, log) => {
+    const path = `${dir}/m.log`;
+    const files = new Files();
+    const store = await FileStore.open(path, { durable: false, log, openFile: files.open });
+    await store.append(batch("1 1 a x\n"));
+    const file = files.last!;
+    const write = file.write.bind(file);
+    let calls = 0;
+    file.write = (p: Uint8Array) => {
+      if (++calls === 1) return write(p.subarray(0, 100_000));
+      return Promise.reject(new Error("No space left on device (os error 28)"));
+    };
+    const big = Array.from({ length: 2000 }, (_, i) => `1 ${i + 2} a ${"y".repeat(60)}\n`).join("");
+    await rejects(store.append(batch(big)), /No space left/);
+    equal(await Deno.readTextFile(path), "1 1 a x\n");
+    file.write = write;
+    await store.append(batch(big));
+    await store.close();
+    equal(await Deno.readTextFile(path), "1 1 a x\n" + big);
+    ok(calls >= 2, "the large batch went through the asynchronous write");
   });
 });
