@@ -1,0 +1,112 @@
+/**
+ * How records lie in the JetStream stream (STORE=jetstream): what the store publishes, what the
+ * exporter and a session lookup read back. Pure functions, shared by both sides.
+ *
+ * One message per session per batch. Its data is the session's lines of the batch, exactly as the
+ * data file would hold them (`<client_id> <msg_id> <name> <payload>\n` each), so an export is the
+ * messages' data in stream order. Its subject names the session:
+ * `<NATS_SUBJECT>.<client_id>.<session>` (session in decimal; `0` for a connection without one),
+ * and `<NATS_SUBJECT>.legacy` for LEGACY_PORT records, which carry their own client_ids. Headers:
+ *
+ * - `Nats-Msg-Id`: JetStream drops a second message with the same id within the stream's
+ *   duplicate window, so a publish that timed out can be sent again safely. For a session,
+ *   `<client_id>.<session>.<first>.<last>` (a session stores each msg_id once, so the ids name
+ *   the content); otherwise an id unique to the server's life and batch.
+ * - `Msgserver-First`, `Msgserver-Last`: the first and last msg_id in it (a session's last
+ *   stored msg_id is the `Msgserver-Last` of the last message on its subject).
+ * - `Msgserver-Records`: how many lines it holds.
+ *
+ * @module
+ */
+
+/** Header names. */
+export const Header = {
+  MSG_ID: "Nats-Msg-Id",
+  FIRST: "Msgserver-First",
+  LAST: "Msgserver-Last",
+  RECORDS: "Msgserver-Records",
+} as const;
+
+/**
+ * The subject of a session's messages.
+ *
+ * @example
+ * ```ts
+ * import { sessionSubject } from "./jetstream_layout.ts";
+ * sessionSubject("msgs", 7, 42n); // "msgs.7.42"
+ * ```
+ */
+export function sessionSubject(prefix: string, clientId: number, session: bigint): string {
+  return `${prefix}.${clientId}.${session}`;
+}
+
+/**
+ * The subject of LEGACY_PORT records.
+ *
+ * @example
+ * ```ts
+ * import { legacySubject } from "./jetstream_layout.ts";
+ * legacySubject("msgs"); // "msgs.legacy"
+ * ```
+ */
+export function legacySubject(prefix: string): string {
+  return `${prefix}.legacy`;
+}
+
+/**
+ * The subjects a stream must take for the store to publish under `prefix`.
+ *
+ * @example
+ * ```ts
+ * import { streamSubjects } from "./jetstream_layout.ts";
+ * streamSubjects("msgs"); // ["msgs.>"]
+ * ```
+ */
+export function streamSubjects(prefix: string): string[] {
+  return [`${prefix}.>`];
+}
+
+/**
+ * The message id of a session's message holding msg_ids `first` to `last`.
+ *
+ * @example
+ * ```ts
+ * import { sessionMsgId } from "./jetstream_layout.ts";
+ * sessionMsgId(7, 42n, 1, 64); // "7.42.1.64"
+ * ```
+ */
+export function sessionMsgId(
+  clientId: number,
+  session: bigint,
+  first: number,
+  last: number,
+): string {
+  return `${clientId}.${session}.${first}.${last}`;
+}
+
+/** A stored message, as read back. */
+export interface StoredMessage {
+  /** The stream sequence. */
+  seq: number;
+  subject: string;
+  /** Its lines, as the data file would hold them. */
+  data: Uint8Array;
+  /** `Msgserver-Last`, or null when it has none (a message msgserver did not publish). */
+  last: number | null;
+}
+
+/**
+ * Reads `Msgserver-Last` from a header lookup; null when absent or not a msg_id.
+ *
+ * @example
+ * ```ts
+ * import { lastIdOf } from "./jetstream_layout.ts";
+ * lastIdOf((name) => name === "Msgserver-Last" ? "64" : ""); // 64
+ * ```
+ */
+export function lastIdOf(header: (name: string) => string): number | null {
+  const text = header(Header.LAST);
+  if (!/^\d{1,10}$/.test(text)) return null;
+  const n = Number(text);
+  return n <= 0xffffffff ? n : null;
+}
