@@ -76,9 +76,13 @@ interface Rig {
   finish(): Promise<void>;
 }
 
-function rig(options: Partial<WriterOptions> & { ackMode?: AckMode } = {}): Rig {
+function rig(
+  options: Partial<WriterOptions> & { ackMode?: AckMode } = {},
+  setUp: (store: FakeStore) => void = () => {},
+): Rig {
   const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
   const store = new FakeStore();
+  setUp(store);
   const logs: string[] = [];
   const writer = new Writer(queue, store, {
     ackMode: "written",
@@ -281,4 +285,32 @@ Deno.test("FLUSH_INTERVAL_MS gathers records that arrive within it into one batc
   await delay(150);
   deepStrictEqual(r.store.batches.map((x) => x.records), [2]);
   await r.finish();
+});
+
+Deno.test("Writer acks what a store kept of a failed batch and refuses only the rest", async () => {
+  const r = rig({ writeRetryMs: 30 });
+  r.store.failAppends = Infinity;
+  r.store.keepOnFailure = (run) => run.source.clientId === 1;
+  const a = new Source(1, 1n);
+  const b = new Source(2, 2n);
+  r.queue.tryPush(entry(a, [1, 2]));
+  r.queue.tryPush(entry(b, [7]));
+  r.queue.tryPush(entry(a, [3]));
+  await r.finish();
+  deepStrictEqual(a.acks, [[3, 3]]);
+  deepStrictEqual(a.refusals, []);
+  deepStrictEqual(b.acks, []);
+  deepStrictEqual(b.refusals, [[7, NackCode.STORAGE_ERROR]]);
+  equal(r.writer.stats.failedRecords, 1);
+  equal(r.writer.stats.records, 3);
+  ok(r.logs.some((l) => l.includes("records=1 kept_all_the_same=3")), r.logs.join(""));
+});
+
+Deno.test("Writer cuts batches below the store's own limit", async () => {
+  const r = rig({}, (store) => store.maxBatchBytes = 40);
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1, 2, 3, 4, 5, 6, 7, 8, 9], "name"));
+  await r.finish();
+  // Each line is 12 bytes: a batch is cut once it reaches 40 bytes, so after its fourth line.
+  deepStrictEqual(r.store.batches.map((x) => x.records), [4, 4, 1]);
 });

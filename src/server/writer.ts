@@ -16,7 +16,7 @@ import type { AckMode } from "../config.ts";
 import { delay } from "../io/within.ts";
 import type { Logger } from "../log.ts";
 import { FrameType, NackCode, readU32 } from "../protocol/frames.ts";
-import type { Batch, BatchRun, Store } from "../store/store.ts";
+import { type Batch, type BatchRun, PartialAppendError, type Store } from "../store/store.ts";
 import type { Channel } from "./channel.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
 import { LineBuffer } from "./line.ts";
@@ -25,6 +25,8 @@ import { BATCH_SIZE_BOUNDS, BucketHistogram } from "./metrics.ts";
 /** A batch is stored once its lines reach this many bytes, whatever MSG_PER_WRITE says. */
 export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const INITIAL_BATCH_BYTES = 256 * 1024;
+/** What a failed append kept, from a store that keeps a batch whole or not at all. */
+const NOTHING_KEPT: ReadonlySet<BatchRun> = new Set();
 /** Once storage has failed past the retry time, a write failure is logged at most this often. */
 const DOWN_LOG_MS = 10_000;
 
@@ -114,6 +116,8 @@ export class Writer {
   readonly #store: Store;
   readonly #opts: WriterOptions;
   readonly #ackOnWrite: boolean;
+  /** MAX_BATCH_BYTES, or less where the store can keep less at once. */
+  readonly #maxBatchBytes: number;
   readonly #out = new LineBuffer(INITIAL_BATCH_BYTES);
   /** Sources with records in the current batch, each once. */
   readonly #touched: RecordSource[] = [];
@@ -147,6 +151,7 @@ export class Writer {
     this.#store = store;
     this.#opts = options;
     this.#ackOnWrite = options.ackMode !== "received";
+    this.#maxBatchBytes = Math.min(MAX_BATCH_BYTES, store.maxBatchBytes ?? Infinity);
   }
 
   /** Runs until the queue is closed and everything in it is stored (or refused) and acked. */
@@ -238,7 +243,7 @@ export class Writer {
         this.#records++;
       }
       pos = end;
-      if (this.#records >= limit || out.length >= MAX_BATCH_BYTES) {
+      if (this.#records >= limit || out.length >= this.#maxBatchBytes) {
         this.#mustFlush = true;
         break;
       }
@@ -283,7 +288,8 @@ export class Writer {
       runs: this.#runs,
     };
     const touched = this.#touched;
-    if (await this.#keep(batch)) {
+    const kept = await this.#keep(batch);
+    if (kept === true) {
       this.stats.records += this.#records;
       this.stats.batches++;
       this.stats.bytes += out.length;
@@ -294,7 +300,7 @@ export class Writer {
       }
       if (this.#ackOnWrite) this.stats.acked += this.#records;
     } else {
-      this.#refuseBatch();
+      this.#refuseBatch(kept);
     }
     touched.length = 0;
     for (const run of this.#runs) {
@@ -315,9 +321,10 @@ export class Writer {
 
   /**
    * Hands the batch to the store, retrying with backoff until the retry time runs out. Returns
-   * whether the batch is stored.
+   * true when the whole batch is stored, else the runs the store kept all the same (none, for a
+   * store that keeps a batch whole or not at all).
    */
-  async #keep(batch: Batch): Promise<boolean> {
+  async #keep(batch: Batch): Promise<true | ReadonlySet<BatchRun>> {
     const log = this.#opts.log;
     // Once storage has failed past the retry time, later batches get one try each until one
     // is stored, so refusals do not queue up behind a full retry window apiece.
@@ -343,7 +350,7 @@ export class Writer {
         } else log.error("write failed", fields);
         if (performance.now() + wait > deadline) {
           this.#storageDown = true;
-          return false;
+          return e instanceof PartialAppendError ? e.stored : NOTHING_KEPT;
         }
         await delay(wait);
         wait = Math.min(wait * 2, 1000);
@@ -351,18 +358,37 @@ export class Writer {
     }
   }
 
-  #refuseBatch(): void {
+  /**
+   * The store kept only `kept` of the batch (usually nothing): refuses every other record with
+   * NACK 4, and reports the kept ones written. A source's runs in one batch are kept together.
+   */
+  #refuseBatch(kept: ReadonlySet<BatchRun>): void {
     const log = this.#opts.log;
+    let refused = 0;
+    let stored = 0;
+    const keptSources = new Set<RecordSource>();
+    for (const run of kept) keptSources.add(run.source);
+    for (const run of this.#runs) {
+      if (keptSources.has(run.source)) stored += run.records;
+      else refused += run.records;
+    }
     log.error("storage keeps failing: refusing the batch with NACK 4", {
-      records: this.#records,
+      records: refused,
+      ...(stored > 0 ? { kept_all_the_same: stored } : {}),
     });
-    this.stats.failedRecords += this.#records;
+    this.stats.failedRecords += refused;
+    this.stats.records += stored;
+    if (this.#ackOnWrite) this.stats.acked += stored;
     if (!this.#ackOnWrite) {
       log.error("ACK_MODE=received: these records were acked already and are lost", {
-        records: this.#records,
+        records: refused,
       });
     }
+    for (const source of keptSources) {
+      if (source.batchRecords > 0) source.written(source.batchLastId, source.batchRecords);
+    }
     for (const run of this.#runs) {
+      if (keptSources.has(run.source)) continue;
       const d = run.entry.data;
       for (let pos = run.from; pos < run.to; pos += 4 + readU32(d, pos)) {
         const type = d[pos + 4];

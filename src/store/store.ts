@@ -8,7 +8,7 @@
  */
 
 import type { RecordSource } from "../server/entry.ts";
-import type { BucketHistogram } from "../server/metrics.ts";
+import type { BucketHistogram, Metric } from "../server/metrics.ts";
 
 /**
  * Consecutive records of one source in a batch: its lines are `bytes[lineStart, lineEnd)` of
@@ -57,6 +57,30 @@ export interface StoreStats {
 }
 
 /**
+ * An append that kept some of the batch, but not all: a store whose batch goes out as several
+ * independent writes (one message per session) may lose some of them. `stored` holds the runs
+ * that are kept; the writer acks those and refuses the rest.
+ *
+ * @example
+ * ```ts
+ * import { PartialAppendError } from "./store.ts";
+ * declare const e: unknown;
+ * if (e instanceof PartialAppendError) console.log(`${e.stored.size} runs kept`);
+ * ```
+ */
+export class PartialAppendError extends Error {
+  /** The runs of the batch that are kept. */
+  readonly stored: ReadonlySet<BatchRun>;
+
+  /** `message` says what failed; `stored` what was kept all the same. */
+  constructor(message: string, stored: ReadonlySet<BatchRun>, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PartialAppendError";
+    this.stored = stored;
+  }
+}
+
+/**
  * Where batches are kept.
  *
  * @example
@@ -80,9 +104,16 @@ export interface Store {
   /** Timings, for /metrics. */
   readonly stats: StoreStats;
   /**
+   * The largest batch, in bytes of lines, the store can keep in one append (a message size
+   * limit, say); the writer cuts batches below it. Absent: no limit of the store's own.
+   */
+  readonly maxBatchBytes?: number;
+  /**
    * Keeps the whole batch, as ACK_MODE says (synced in durable mode), or throws; after a
    * throw nothing of the batch is kept (a store that could not undo a partial write must
-   * finish undoing it before it keeps anything else, and throw until it can).
+   * finish undoing it before it keeps anything else, and throw until it can), unless it throws
+   * {@linkcode PartialAppendError}, which names what it kept. The writer may call it again with
+   * the same batch after a failure: a store must then not keep twice what it kept before.
    */
   append(batch: Batch): Promise<void>;
   /**
@@ -102,6 +133,8 @@ export interface Store {
    * when the store cannot tell just now (the server then asks the client to retry).
    */
   lastStored(clientId: number, session: bigint): Promise<number | null>;
+  /** Metrics of the store's own, for `/metrics` (a connection's state, say). */
+  metrics?(): Metric[];
   /** Releases what the store holds open; nothing is appended afterwards. */
   close(): Promise<void>;
 }

@@ -7,7 +7,13 @@
  */
 
 import { BucketHistogram, LATENCY_BOUNDS } from "../../src/server/metrics.ts";
-import type { Batch, Store, StoreStats } from "../../src/store/store.ts";
+import {
+  type Batch,
+  type BatchRun,
+  PartialAppendError,
+  type Store,
+  type StoreStats,
+} from "../../src/store/store.ts";
 
 const text = new TextDecoder();
 
@@ -45,6 +51,13 @@ export class FakeStore implements Store {
   failRotations = 0;
   /** Resolves the append under way when set; lets a test hold the writer inside a batch. */
   gate: Promise<void> | null = null;
+  /**
+   * When set, a failing append keeps the runs this picks (and says so with
+   * PartialAppendError), as a store of independent messages may.
+   */
+  keepOnFailure: ((run: BatchRun) => boolean) | null = null;
+  /** The largest batch the store takes, when set. */
+  maxBatchBytes?: number;
 
   get size(): number {
     return new TextEncoder().encode(this.segments.at(-1)!).length;
@@ -55,6 +68,10 @@ export class FakeStore implements Store {
     if (this.failAppends > 0) {
       this.failAppends--;
       this.calls.push("append!");
+      if (this.keepOnFailure !== null) {
+        const kept = new Set(batch.runs.filter(this.keepOnFailure));
+        throw new PartialAppendError("Some messages were not acknowledged", kept);
+      }
       throw new Error("No space left on device (os error 28)");
     }
     this.calls.push("append");
