@@ -1,5 +1,6 @@
 /**
- * `msgserver`: runs the server with app.conf and flags until SIGINT or SIGTERM.
+ * `msgserver`: runs the server with app.conf and flags until SIGINT or SIGTERM; `msgserver verify`
+ * audits a data file; `msgserver export` copies a JetStream stream's records to one.
  *
  * @module
  */
@@ -7,10 +8,13 @@
 import { ConfigError, configHelp, loadConfig } from "../config.ts";
 import { Logger } from "../log.ts";
 import { type MsgServer, startServer } from "../server/server.ts";
+import { exportCommand } from "../export/command.ts";
 import { verifyCommand } from "../verify.ts";
 
 const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
        msgserver verify [FILE] [--config PATH]   (default FILE: FILE_NAME from the config)
+       msgserver export [--config PATH] [--follow] [--consumer NAME] [--KEY VALUE ...] <output_file>
+                                                (msgserver export --help says more)
 
 Runs the message server. Settings come from --config PATH, else $MS_HOME/app.conf, else
 ./app.conf, else the defaults; MS_AUTH_TOKEN in the environment sets AUTH_TOKEN; flags win.
@@ -22,6 +26,7 @@ ${configHelp()}
 `;
 
 async function main(args: string[]): Promise<number> {
+  if (args[0] === "export") return await exportCommand(args.slice(1));
   const verify = args[0] === "verify";
   let loaded;
   try {
