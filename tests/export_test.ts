@@ -72,6 +72,20 @@ async function waitFor(what: string, test: () => Promise<boolean> | boolean, ms 
   }
 }
 
+/** The child's exit status; SIGKILLs it and throws if it has not exited within `ms`. */
+async function exitOf(child: Deno.ChildProcess, what: string, ms = 20_000) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), ms));
+  const status = await Promise.race([child.status, late]);
+  clearTimeout(timer);
+  if (status === null) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw new Error(`msgserver export did not exit within ${ms} ms of ${what}`);
+  }
+  return status;
+}
+
 async function sizeOf(path: string): Promise<number> {
   try {
     return (await Deno.stat(path)).size;
@@ -332,7 +346,7 @@ Deno.test("msgserver export --follow takes what is published after it started an
           async () => await sizeOf(`${dir}/out.log`) >= all.length,
         );
         child.kill("SIGTERM");
-        const status = await child.status;
+        const status = await exitOf(child, "SIGTERM");
         await stderr.done;
         equal(status.code, 0, stderr.text());
         match(stderr.text(), /signal received signal=SIGTERM/);
@@ -361,7 +375,7 @@ Deno.test("msgserver export exits 1 when NATS is gone for longer than NATS_TIMEO
         await waitFor("export starting", () => /export starting/.test(stderr.text()));
         await nats.stop();
         const t0 = performance.now();
-        const status = await child.status;
+        const status = await exitOf(child, "nats-server's end");
         await stderr.done;
         equal(status.code, 1, stderr.text());
         match(

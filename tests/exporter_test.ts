@@ -56,6 +56,19 @@ async function run(
   }
 }
 
+/** `promise`, or a failure when it has not settled within 5 s of `what`. */
+async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) =>
+    timer = setTimeout(() => reject(new Error(`not done within 5 s of ${what}`)), 5000)
+  );
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function resumePoint(path: string) {
   return parseResumePoint(await Deno.readTextFile(resumePathOf(path)), path);
 }
@@ -170,7 +183,7 @@ Deno.test("exportStream() with follow goes on past the end and stops cleanly whe
       await new Promise((r) => setTimeout(r, 5));
     }
     controller.abort();
-    const summary = await finished;
+    const summary = await within(finished, "the abort");
     equal(summary.interrupted, false);
     equal(summary.endSeq, 4);
     equal(await Deno.readTextFile(path), linesOf([1, 2, 3, 4]));
@@ -185,7 +198,7 @@ Deno.test("exportStream() without follow, aborted before the end, says it was in
     const finished = run(path, source, { until: 4, signal: controller.signal });
     // The script ends at 2; the source then idles, and the exporter asks the stream for 3 and 4.
     controller.abort();
-    const summary = await finished;
+    const summary = await within(finished, "the abort");
     equal(summary.interrupted, true);
     ok(summary.endSeq < 4);
   });
@@ -272,5 +285,42 @@ Deno.test("ExportOutput starts a fresh output after the stream's first sequence,
       await Deno.readTextFile(resumePathOf(path)),
       formatResumePoint({ stream: "MSGS", created: STREAM.created, seq: 41, bytes: 0 }),
     );
+  });
+});
+
+Deno.test("ExportOutput.append() records the resume point only after the data is written and synced", async () => {
+  await withTempDir("msgserver_exporter_test_", async (dir) => {
+    const path = `${dir}/out.log`;
+    await run(path, new FakeSource(stream(2), [[1, 2]]), { until: 2 });
+    const before = await resumePoint(path);
+    for (const fault of ["write", "syncData"] as const) {
+      const output = await ExportOutput.open(path, STREAM, {
+        open: async (p, options) => {
+          const file = await Deno.open(p, options);
+          if (fault === "write") {
+            // Half the bytes reach the file, then the disk fails.
+            const write = file.write.bind(file);
+            file.write = (bytes) =>
+              write(bytes.subarray(0, bytes.length >> 1)).then(() => {
+                throw new Deno.errors.WriteZero("No space left on device (os error 28)");
+              });
+          } else {
+            file.syncData = () => Promise.reject(new Error("Input/output error (os error 5)"));
+          }
+          return file;
+        },
+      });
+      try {
+        await rejects(output.append(message(3).data, 3), /os error/);
+      } finally {
+        output.close();
+      }
+      deepStrictEqual(await resumePoint(path), before, `after a failed ${fault}`);
+      // Opened again, the output agrees with its resume point: 3 will be fetched again.
+      const again = await ExportOutput.open(path, STREAM);
+      equal(again.seq, 2);
+      again.close();
+      equal(await Deno.readTextFile(path), linesOf([1, 2]));
+    }
   });
 });

@@ -8,7 +8,6 @@
 import { ConfigError, configHelp, loadConfig } from "../config.ts";
 import { Logger } from "../log.ts";
 import { type MsgServer, startServer } from "../server/server.ts";
-import { exportCommand } from "../export/command.ts";
 import { verifyCommand } from "../verify.ts";
 
 const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
@@ -26,7 +25,11 @@ ${configHelp()}
 `;
 
 async function main(args: string[]): Promise<number> {
-  if (args[0] === "export") return await exportCommand(args.slice(1));
+  if (args[0] === "export") {
+    // Loaded only here, so that the server and the verifier never load the NATS client.
+    const { exportCommand } = await import("../export/command.ts");
+    return await exportCommand(args.slice(1));
+  }
   const verify = args[0] === "verify";
   let loaded;
   try {

@@ -25,7 +25,7 @@
 import { syncDirectoryOf } from "../io/sync_directory.ts";
 import { writeAll } from "../io/write_all.ts";
 import { closeQuietly } from "../io/close_quietly.ts";
-import { moveTailAside } from "../store/data_file.ts";
+import { moveTailAside, type OpenFile } from "../store/data_file.ts";
 import { ExportError } from "./source.ts";
 
 /** What `<output>.export` holds. */
@@ -192,9 +192,15 @@ export class ExportOutput {
    * `stream.startAfter`; a longer one has its tail moved to `<path>.torn`. Throws an
    * {@linkcode ExportError} when another export holds it, when it has data but no resume point,
    * when it is shorter than its resume point says, or when its resume point names another stream.
+   * `options.open` opens the output (tests pass one that fails on demand).
    */
-  static async open(path: string, stream: StreamIdentity): Promise<ExportOutput> {
-    const file = await Deno.open(path, { read: true, append: true, create: true, mode: 0o640 });
+  static async open(
+    path: string,
+    stream: StreamIdentity,
+    options: { open?: OpenFile } = {},
+  ): Promise<ExportOutput> {
+    const open = options.open ?? Deno.open;
+    const file = await open(path, { read: true, append: true, create: true, mode: 0o640 });
     try {
       if (!await file.tryLock(true)) {
         throw new ExportError("busy", `Cannot export to "${path}": another export is writing it`);
