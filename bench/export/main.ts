@@ -11,12 +11,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { headers } from "@nats-io/transport-node";
+import { connect, headers } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Header, sessionMsgId, sessionSubject } from "../../src/store/jetstream_layout.ts";
 import { verifyFile } from "../../src/verify.ts";
 import { startNats } from "../../tests/support/nats_local.ts";
-import { connect } from "@nats-io/transport-node";
 
 const USAGE =
   `Usage: deno task bench:export [--records N] [--per-message R] [--payload-bytes B] [--runs K]
@@ -109,8 +108,7 @@ async function main(args: string[]): Promise<number> {
   const dir = await Deno.makeTempDir({ prefix: "msgserver_bench_export_" });
   try {
     console.log(`nats-server pid ${nats.pid} at ${nats.url}; outputs in ${dir}`);
-    // The expected output, kept as a hash of its bytes rather than the bytes themselves.
-    let expected = new Uint8Array(0);
+    // What every output must be: the messages' data, in order.
     const parts: Uint8Array[] = [];
     const t0 = performance.now();
     const filled = await fill(nats.url, records, perMessage, payloadBytes, (d) => parts.push(d));
@@ -120,7 +118,7 @@ async function main(args: string[]): Promise<number> {
           ((performance.now() - t0) / 1000).toFixed(1)
         } s`,
     );
-    expected = new Uint8Array(filled.bytes);
+    const expected = new Uint8Array(filled.bytes);
     let at = 0;
     for (const p of parts) {
       expected.set(p, at);
