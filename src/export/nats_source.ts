@@ -22,6 +22,9 @@
  * while disconnected, so it would otherwise wait for ever). A consumer deleted under it is made
  * again after the last committed sequence.
  *
+ * (Over 400 lines: the consumer's alignment, the sized fetches and the retry rules are one piece;
+ * apart, each would only make sense beside the others.)
+ *
  * @module
  */
 
