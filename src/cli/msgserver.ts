@@ -1,5 +1,6 @@
 /**
- * `msgserver`: runs the server with app.conf and flags until SIGINT or SIGTERM.
+ * `msgserver`: runs the server with app.conf and flags until SIGINT or SIGTERM; `msgserver verify`
+ * audits a data file; `msgserver export` copies a JetStream stream's records to one.
  *
  * @module
  */
@@ -11,6 +12,8 @@ import { verifyCommand } from "../verify.ts";
 
 const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
        msgserver verify [FILE] [--config PATH]   (default FILE: FILE_NAME from the config)
+       msgserver export [--config PATH] [--follow] [--consumer NAME] [--KEY VALUE ...] <output_file>
+                                                (msgserver export --help says more)
 
 Runs the message server. Settings come from --config PATH, else $MS_HOME/app.conf, else
 ./app.conf, else the defaults; MS_AUTH_TOKEN in the environment sets AUTH_TOKEN; flags win.
@@ -22,6 +25,11 @@ ${configHelp()}
 `;
 
 async function main(args: string[]): Promise<number> {
+  if (args[0] === "export") {
+    // Loaded only here, so that the server and the verifier never load the NATS client.
+    const { exportCommand } = await import("../export/command.ts");
+    return await exportCommand(args.slice(1));
+  }
   const verify = args[0] === "verify";
   let loaded;
   try {

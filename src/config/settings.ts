@@ -215,6 +215,57 @@ export const SETTINGS = {
     max: 86_400,
     help: "seconds between one-line stats summaries at LOG_LEVEL=info (0: never)",
   },
+  NATS_URLS: {
+    kind: "string",
+    default: "nats://127.0.0.1:4222",
+    allowEmpty: false,
+    help: "NATS servers, comma-separated (JetStream store and export)",
+  },
+  NATS_STREAM: {
+    kind: "string",
+    default: "MSGS",
+    allowEmpty: false,
+    help: "JetStream stream holding the records",
+  },
+  NATS_SUBJECT: {
+    kind: "string",
+    default: "msgs",
+    allowEmpty: false,
+    help: "subject prefix of the stream's messages",
+  },
+  NATS_USER: {
+    kind: "string",
+    default: "",
+    allowEmpty: true,
+    help: "NATS user name (empty: none)",
+  },
+  NATS_PASSWORD: {
+    kind: "string",
+    default: "",
+    allowEmpty: true,
+    secret: true,
+    help: "NATS password",
+  },
+  NATS_TOKEN: {
+    kind: "string",
+    default: "",
+    allowEmpty: true,
+    secret: true,
+    help: "NATS token (empty: none)",
+  },
+  NATS_CA: {
+    kind: "string",
+    default: "",
+    allowEmpty: true,
+    help: "PEM CA file to trust for NATS; setting it turns TLS on",
+  },
+  NATS_TIMEOUT_MS: {
+    kind: "int",
+    default: 5000,
+    min: 1,
+    max: 3_600_000,
+    help: "longest wait for NATS (connect, requests, a lost connection) before giving up",
+  },
 } as const satisfies Record<string, Setting>;
 
 /**

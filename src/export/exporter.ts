@@ -1,0 +1,238 @@
+/**
+ * The exporter: appends a stream's messages to the output, each once, in stream order.
+ *
+ * It takes what the source gives, batch by batch, and keeps one rule: the next message in the
+ * output is the one at the output's last sequence plus one. A message at or below it is a
+ * redelivery and is skipped. A message above it means sequences are missing: each missing one is
+ * read from the stream itself (`StreamSource.get`) and written in its place; one the stream no
+ * longer holds stops the export (what came before the gap is written, nothing after it). The
+ * lines of one batch go out in one write, then the resume point (see `output.ts`), then the
+ * source's acknowledgement.
+ *
+ * Without `follow` it stops once the output holds sequence `until` (the stream's last when the
+ * export began); with it, it goes on until `signal` aborts.
+ *
+ * @module
+ */
+
+import type { Logger } from "../log.ts";
+import type { ExportOutput } from "./output.ts";
+import { ExportError, type SourceMessage, type StreamSource } from "./source.ts";
+
+const LF = 0x0a;
+
+/** Options of {@linkcode exportStream}. */
+export interface ExportOptions {
+  /** Keep going after the end (until `signal` aborts). */
+  follow: boolean;
+  /** Without `follow`: the last sequence to export (the stream's last when the export began). */
+  until: number;
+  log: Logger;
+  /** Aborting it stops the export after the batch in hand is written. */
+  signal?: AbortSignal;
+  /** Milliseconds between progress lines; 5000 by default, 0 for none. */
+  progressMs?: number;
+}
+
+/** What an export did. */
+export interface ExportSummary {
+  /** The output's last sequence when the export began. */
+  startSeq: number;
+  /** The output's last sequence at the end. */
+  endSeq: number;
+  /** Messages written (each a batch of one session's lines). */
+  messages: number;
+  /** Lines written. */
+  records: number;
+  /** Bytes written. */
+  bytes: number;
+  /** Messages given again and skipped. */
+  redelivered: number;
+  /** Missing sequences read from the stream and written in their place. */
+  filled: number;
+  /** Milliseconds from start to end. */
+  ms: number;
+  /** True when it stopped because `signal` aborted (before the end, without `follow`). */
+  interrupted: boolean;
+}
+
+/** Counts the lines of `data`: its line feeds. */
+function countLines(data: Uint8Array): number {
+  let n = 0;
+  for (let i = data.indexOf(LF); i >= 0; i = data.indexOf(LF, i + 1)) n++;
+  return n;
+}
+
+/** The batch being assembled: the lines of consecutive messages, in one reused buffer. */
+class Batch {
+  #buf = new Uint8Array(1024 * 1024);
+  length = 0;
+
+  add(data: Uint8Array): void {
+    const need = this.length + data.length;
+    if (need > this.#buf.length) {
+      let size = this.#buf.length * 2;
+      while (size < need) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.#buf.subarray(0, this.length));
+      this.#buf = grown;
+    }
+    this.#buf.set(data, this.length);
+    this.length = need;
+  }
+
+  get bytes(): Uint8Array {
+    return this.#buf.subarray(0, this.length);
+  }
+}
+
+/** Resolves when `signal` aborts; never when there is none. */
+function aborted(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal === undefined) return;
+    if (signal.aborted) resolve();
+    else signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
+
+/**
+ * Exports from `source` into `output` until the end (see the module comment). Resolves with what
+ * it did; rejects with an {@linkcode ExportError} when it cannot go on (a gap the stream cannot
+ * fill, a message that is not msgserver's lines, NATS failing), after writing everything before
+ * the point of failure.
+ *
+ * @example
+ * ```ts
+ * import { Logger } from "../log.ts";
+ * import { ExportOutput } from "./output.ts";
+ * import type { StreamSource } from "./source.ts";
+ *
+ * declare const source: StreamSource;
+ * const output = await ExportOutput.open("out.log", { stream: "MSGS", created: "t", startAfter: 0 });
+ * const summary = await exportStream(output, source, {
+ *   follow: false,
+ *   until: 100,
+ *   log: new Logger("info"),
+ * });
+ * console.log(`${summary.records} records`);
+ * ```
+ */
+export async function exportStream(
+  output: ExportOutput,
+  source: StreamSource,
+  options: ExportOptions,
+): Promise<ExportSummary> {
+  const { follow, until, log, signal } = options;
+  const progressMs = options.progressMs ?? 5000;
+  const started = performance.now();
+  const summary: ExportSummary = {
+    startSeq: output.seq,
+    endSeq: output.seq,
+    messages: 0,
+    records: 0,
+    bytes: 0,
+    redelivered: 0,
+    filled: 0,
+    ms: 0,
+    interrupted: false,
+  };
+  const stop = aborted(signal).then(() => [] as SourceMessage[]);
+  const stopping = () => signal?.aborted === true;
+  const batch = new Batch();
+  let nextProgress = started + progressMs;
+  let progressRecords = 0;
+  let progressAt = started;
+
+  /** The seq of the last message taken into the batch. */
+  let last = output.seq;
+
+  const take = (m: SourceMessage) => {
+    const data = m.data;
+    if (data.length > 0 && data[data.length - 1] !== LF) {
+      throw new ExportError(
+        "format",
+        `Cannot export stream sequence ${m.seq} (subject "${m.subject}"): its data does not end ` +
+          `with a line feed, so it is not msgserver's lines; the output ends at sequence ${last}`,
+      );
+    }
+    batch.add(data);
+    summary.messages++;
+    summary.records += m.records ?? countLines(data);
+    last = m.seq;
+  };
+
+  const write = async () => {
+    if (last === output.seq) return;
+    summary.bytes += batch.length;
+    await output.append(batch.bytes, last);
+    batch.length = 0;
+    source.commit(last);
+    summary.endSeq = last;
+  };
+
+  for (;;) {
+    if (stopping()) {
+      summary.interrupted = !follow && output.seq < until;
+      break;
+    }
+    if (!follow && output.seq >= until) break;
+    const next = source.next();
+    // Abandoned when the signal wins; its failure then matters to no one.
+    next.catch(() => {});
+    let messages = await Promise.race([next, stop]);
+    if (messages.length === 0) {
+      if (stopping() || follow) continue;
+      // Nothing came though the stream held more when the export began: either the source
+      // passed over the next sequence, or the stream no longer holds it. Ask the stream.
+      const missing = await source.get(last + 1);
+      if (missing === null) throw gapError(last + 1, null, output.seq);
+      log.warn("sequence not delivered: read from the stream", { seq: missing.seq });
+      summary.filled++;
+      messages = [missing];
+    }
+    try {
+      for (const m of messages) {
+        if (m.seq <= last) {
+          summary.redelivered++;
+          continue;
+        }
+        while (m.seq > last + 1) {
+          const seq = last + 1;
+          const got = await source.get(seq);
+          if (got === null || got.seq !== seq) throw gapError(seq, m.seq, last);
+          log.warn("gap filled from the stream", { seq, next: m.seq });
+          summary.filled++;
+          take(got);
+        }
+        take(m);
+      }
+    } finally {
+      // Whatever came before a failure is good: write it, so the output ends just before it.
+      await write();
+    }
+    const now = performance.now();
+    if (progressMs > 0 && now >= nextProgress) {
+      const rate = (summary.records - progressRecords) / ((now - progressAt) / 1000);
+      log.info("export progress", {
+        seq: output.seq,
+        ...(follow ? {} : { until }),
+        records: summary.records,
+        records_per_s: Math.round(rate),
+      });
+      nextProgress = now + progressMs;
+      progressRecords = summary.records;
+      progressAt = now;
+    }
+  }
+  summary.ms = performance.now() - started;
+  return summary;
+}
+
+function gapError(seq: number, next: number | null, written: number): ExportError {
+  return new ExportError(
+    "gap",
+    `Cannot export stream sequence ${seq}: the stream no longer holds it` +
+      (next === null ? "" : ` (the next message delivered was ${next})`) +
+      `; the output ends at sequence ${written}, and nothing after the gap is written`,
+  );
+}
