@@ -8,6 +8,7 @@
 import { ConfigError, configHelp, loadConfig } from "../config.ts";
 import { Logger } from "../log.ts";
 import { type MsgServer, startServer } from "../server/server.ts";
+import { StoreStartError } from "../store/store.ts";
 import { verifyCommand } from "../verify.ts";
 
 const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
@@ -79,7 +80,8 @@ async function main(args: string[]): Promise<number> {
       server = await startServer(config, { log });
     } catch (e) {
       log.error("cannot start", { error: (e as Error).message });
-      return 1;
+      // Settings the store cannot start with are bad usage, like a bad config value.
+      return e instanceof StoreStartError ? 2 : 1;
     }
     if (stopSignal !== null) server.shutdown();
     return await server.finished ? 0 : 1;

@@ -32,7 +32,13 @@ export type Setting =
     | Readonly<{ kind: "int"; default: number; min: number; max: number }>
     | Readonly<{ kind: "number"; default: number; min: number; max: number }>
     | Readonly<{ kind: "enum"; default: string; values: readonly string[] }>
-    | Readonly<{ kind: "string"; default: string; allowEmpty: boolean }>
+    | Readonly<{
+      kind: "string";
+      default: string;
+      allowEmpty: boolean;
+      /** What a non-empty value must match, and how to say so in an error. */
+      pattern?: { test: RegExp; allowed: string };
+    }>
   );
 
 const MIB = 1024 * 1024;
@@ -215,6 +221,12 @@ export const SETTINGS = {
     max: 86_400,
     help: "seconds between one-line stats summaries at LOG_LEVEL=info (0: never)",
   },
+  STORE: {
+    kind: "enum",
+    default: "file",
+    values: ["file", "jetstream"],
+    help: "where records are kept: FILE_NAME, or the NATS JetStream stream NATS_STREAM",
+  },
   NATS_URLS: {
     kind: "string",
     default: "nats://127.0.0.1:4222",
@@ -225,13 +237,30 @@ export const SETTINGS = {
     kind: "string",
     default: "MSGS",
     allowEmpty: false,
+    // JetStream's own rule for stream names.
+    pattern: {
+      test: /^[^\s.*>/\\]+$/,
+      allowed: 'a stream name: no spaces, ".", "*", ">", "/" or "\\"',
+    },
     help: "JetStream stream holding the records",
   },
   NATS_SUBJECT: {
     kind: "string",
     default: "msgs",
     allowEmpty: false,
+    // Sessions are published under <prefix>.<client_id>.<session>: no wildcards in the prefix.
+    pattern: {
+      test: /^[^\s.*>]+(\.[^\s.*>]+)*$/,
+      allowed: 'subject tokens joined by ".", without spaces, "*" or ">"',
+    },
     help: "subject prefix of the stream's messages",
+  },
+  NATS_REPLICAS: {
+    kind: "int",
+    default: 3,
+    min: 1,
+    max: 5,
+    help: "replicas of NATS_STREAM when msgserver creates it (STORE=jetstream)",
   },
   NATS_USER: {
     kind: "string",

@@ -89,6 +89,7 @@ function describe(setting: Setting): string {
     case "enum":
       return `one of ${setting.values.map((v) => `"${v}"`).join(", ")}`;
     case "string":
+      if (setting.pattern !== undefined) return setting.pattern.allowed;
       return setting.allowEmpty ? "any text" : "non-empty text";
   }
 }
@@ -121,6 +122,9 @@ function check(key: keyof Config, raw: string, where: string): string | number {
       if (!setting.allowEmpty && raw === "") fail(`"${raw}"`);
       // deno-lint-ignore no-control-regex
       if (/[\x00-\x1f\x7f]/.test(raw)) fail(JSON.stringify(raw), " without control characters");
+      if (setting.pattern !== undefined && raw !== "" && !setting.pattern.test.test(raw)) {
+        fail(JSON.stringify(raw));
+      }
       return raw;
   }
 }

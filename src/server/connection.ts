@@ -88,6 +88,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
   #closing: Promise<void> | null = null;
   /** Records queued but not yet stored or refused by the writer. */
   readonly #unsettled = new Unsettled();
+  /** Set once a refusal has scheduled the end of the connection (shared store). */
+  #endAfterRefusals = false;
   /** Resolved when the read loop has ended (the peer closed, or the socket did). */
   readonly #readDone = Promise.withResolvers<void>();
 
@@ -340,10 +342,20 @@ export class Connection implements RecordSource, SessionOwner, Served {
       this.#session = session; // so that ending now releases it
       this.waitingOnServer = true; // the timeouts do not count the server's own waiting
       if (previous !== null && previous !== this) previous.takeOver();
+      const lookup = () => this.#ctx.store.lastStored(clientId, sessionId);
       try {
-        // A session this process has not seen may be one the store knows (from before a
-        // restart, or past the table's bound): ask it once.
-        await session.recall(() => this.#ctx.store.lastStored(clientId, sessionId));
+        if (this.#ctx.store.shared === true) {
+          // Other servers append to this store too: where the session stands is asked of the
+          // store every time, once what this server queued for it has landed.
+          resumeAt = await session.reread(lookup, this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+        } else {
+          // A session this process has not seen may be one the store knows (from before a
+          // restart, or past the table's bound): ask it once.
+          await session.recall(lookup);
+          // WELCOME promises that everything up to last_msg_id is stored: wait for what the
+          // session's earlier connections queued to be stored (or refused) first.
+          resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
+        }
       } catch (e) {
         this.waitingOnServer = false;
         this.#ctx.log.error("cannot look the session up in the store", {
@@ -355,9 +367,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
         this.#fail(ErrorCode.UNAVAILABLE, "unavailable: the store cannot be reached, retry later");
         return false;
       }
-      // WELCOME promises that everything up to last_msg_id is stored: wait for what the
-      // session's earlier connections queued to be stored (or refused) first.
-      resumeAt = await session.resume(this.#ctx.config.SHUTDOWN_TIMEOUT_MS);
       this.waitingOnServer = false;
       this.lastActivity = performance.now();
       if (this.#state === State.CLOSED || session.owner !== this) return false;
@@ -407,6 +416,14 @@ export class Connection implements RecordSource, SessionOwner, Served {
     this.#session!.refused(1);
     this.#unsettled.settle(1);
     this.#nack(msgId, code, reason);
+    if (this.#ctx.store.shared === true && this.session !== 0n && !this.#endAfterRefusals) {
+      // A shared store takes nothing more of the session until it is resumed (see Store.shared):
+      // end the connection once this batch's NACKs are out, so that the client resumes now.
+      this.#endAfterRefusals = true;
+      queueMicrotask(() =>
+        this.#fail(ErrorCode.UNAVAILABLE, "unavailable: storage failed, resume the session")
+      );
+    }
   }
 
   #nack(msgId: number, code: number, reason: string): void {

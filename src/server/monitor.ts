@@ -113,6 +113,7 @@ export function metricsOf(s: ServerStats): Metric[] {
       ),
     );
   }
+  metrics.push(...s.storeMetrics);
   return metrics;
 }
 

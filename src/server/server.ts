@@ -31,7 +31,8 @@ import { monitorRoutes } from "./monitor.ts";
 import { SessionTable } from "./sessions.ts";
 import type { Entry } from "./entry.ts";
 import { Writer, type WriterStats } from "./writer.ts";
-import { FileStore } from "../store/file_store.ts";
+import type { Metric } from "./metrics.ts";
+import { openStore } from "../store/open.ts";
 import type { Store, StoreStats } from "../store/store.ts";
 import { closeQuietly } from "../io/close_quietly.ts";
 
@@ -77,6 +78,8 @@ export interface ServerStats extends ConnectionStats {
   writer: WriterStats;
   /** The store's timings. */
   store: StoreStats;
+  /** Metrics of the store's own (a JetStream store's connection state, say). */
+  storeMetrics: Metric[];
   /** The message ports' accept loops: failed accepts, connections shed and refused. */
   accept: { acceptErrors: number; shed: number; refused: number };
   /** The monitoring port's counters, when METRICS_PORT is set. */
@@ -295,11 +298,7 @@ export class MsgServer {
    */
   static async start(config: Config, options: ServerOptions = {}): Promise<MsgServer> {
     const log = options.log ?? new Logger(config.LOG_LEVEL);
-    const store = options.store ?? await FileStore.open(config.FILE_NAME, {
-      durable: config.ACK_MODE === "durable",
-      log,
-      maxSessions: config.MAX_SESSIONS,
-    });
+    const store = options.store ?? await openStore(config, log);
     let listener: Deno.Listener | null = null;
     let legacy: Deno.Listener | null = null;
     let tls: TlsFront | null = null;
@@ -341,7 +340,7 @@ export class MsgServer {
     }
     log.info("listening", {
       addr: `${server.addr.hostname}:${server.addr.port}`,
-      file: config.FILE_NAME,
+      store: store.name,
       ack_mode: config.ACK_MODE,
       msg_per_write: config.MSG_PER_WRITE,
       flush_interval_ms: config.FLUSH_INTERVAL_MS,
@@ -372,6 +371,7 @@ export class MsgServer {
       acked: this.#connStats.ackedOnReceipt + this.#writer.stats.acked,
       writer: { ...this.#writer.stats },
       store: this.#store.stats,
+      storeMetrics: this.#store.metrics?.() ?? [],
       accept: { ...this.#acceptStats },
       http: this.#monitor === null ? null : { ...this.#monitor.stats },
     };

@@ -63,6 +63,27 @@ export class Session {
     return this.#recalled;
   }
 
+  /**
+   * For a store other servers append to: waits (at most `timeoutMs`) until nothing accepted
+   * here is still on its way to the store, then asks the store where the session stands and
+   * makes that the resume point, which it returns. Throws what `lookup` throws, and an Error
+   * when records are still on their way after `timeoutMs` (the store cannot be asked yet: one of
+   * them may yet land).
+   */
+  async reread(lookup: () => Promise<number | null>, timeoutMs: number): Promise<number> {
+    if (this.pending > 0) await within(new Promise<void>((r) => this.#idle.push(r)), timeoutMs);
+    if (this.pending > 0) {
+      throw new Error(`${this.pending} records of the session are still on their way to the store`);
+    }
+    const stored = await lookup();
+    // Above what this server stored, if another server stored more; never below it (the
+    // store acknowledged those).
+    this.lastId = this.safeId = Math.max(this.safeId, stored ?? 0);
+    this.broken = false;
+    this.known ||= stored !== null;
+    return this.lastId;
+  }
+
   /** `records` records up to `msgId` are in the file. */
   written(msgId: number, records: number): void {
     if (!this.broken) this.safeId = msgId;

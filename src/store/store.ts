@@ -81,6 +81,24 @@ export class PartialAppendError extends Error {
 }
 
 /**
+ * A store that cannot start with the settings given (a server it cannot reach, a stream that does
+ * not fit); the message names the setting to change. msgserver reports it and exits with 2.
+ *
+ * @example
+ * ```ts
+ * import { StoreStartError } from "./store.ts";
+ * throw new StoreStartError('STORE=jetstream: NATS_STREAM "MSGS" takes other subjects');
+ * ```
+ */
+export class StoreStartError extends Error {
+  /** `message` says what is wrong and which setting to change. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreStartError";
+  }
+}
+
+/**
  * Where batches are kept.
  *
  * @example
@@ -108,6 +126,14 @@ export interface Store {
    * limit, say); the writer cuts batches below it. Absent: no limit of the store's own.
    */
   readonly maxBatchBytes?: number;
+  /**
+   * True when other servers append to the same store (a JetStream stream shared by several
+   * msgserver nodes). The server then asks {@linkcode Store.lastStored} on every HELLO, once what
+   * it queued for the session has landed, and ends a session's connection (ERROR 8) after a
+   * storage refusal: such a store takes nothing more of that session until it is resumed, lest
+   * it hold a later record above a refused one (a lookup would read that as all stored).
+   */
+  readonly shared?: boolean;
   /**
    * Keeps the whole batch, as ACK_MODE says (synced in durable mode), or throws; after a
    * throw nothing of the batch is kept (a store that could not undo a partial write must

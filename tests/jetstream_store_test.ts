@@ -1,0 +1,310 @@
+/**
+ * STORE=jetstream against a real 3-node NATS JetStream cluster: records through two msgserver
+ * nodes into one R3 stream and out through `msgserver export`, each acked record once and in its
+ * session's order; a session resumed on any node with the right WELCOME; a session taken over
+ * while the old node still holds some of its records (expected-last-subject-sequence); and the
+ * startup errors, each naming the setting to change, with exit status 2.
+ */
+
+import { equal, match, ok } from "node:assert/strict";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { MsgClient } from "../src/client/client.ts";
+import { ReliableClient } from "../src/client/reliable.ts";
+import type { Config } from "../src/config.ts";
+import { startServer } from "../src/server/server.ts";
+import { openJetStream } from "../src/store/jetstream_start.ts";
+import type { JetStreamStore } from "../src/store/jetstream_store.ts";
+import type { Batch, Store } from "../src/store/store.ts";
+import { startNatsCluster } from "./support/nats_cluster.ts";
+import {
+  exportRecords,
+  idsByClient,
+  jetstreamConfig,
+  keptLog,
+  problemsOf,
+} from "./support/jetstream_nodes.ts";
+import { freePort } from "./support/net.ts";
+import { withTempDir } from "./support/server.ts";
+import { requireTool } from "./support/tools.ts";
+
+const present = requireTool("nats-server");
+const MSGSERVER = new URL("../src/cli/msgserver.ts", import.meta.url).pathname;
+const range = (from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+Deno.test({
+  name: "two nodes, one R3 stream: every acked record exported once, a session resumed anywhere",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster();
+    await withTempDir("msgserver_js_test_", async (dir) => {
+      const config = jetstreamConfig(cluster);
+      const logA = keptLog();
+      const logB = keptLog();
+      const a = await startServer(config, { log: logA.log });
+      const b = await startServer(config, { log: logB.log });
+      try {
+        // Four clients on each node, pipelined.
+        const acked = new Map<number, number[]>();
+        await Promise.all([a, b].flatMap((node, n) =>
+          range(1, 4).map(async (i) => {
+            const clientId = n * 10 + i;
+            const client = new ReliableClient({ port: node.addr.port, clientId });
+            const sends = range(1, 3000).map((k) => client.send(`c${clientId}`, `m ${k}`));
+            const deliveries = await Promise.all(sends);
+            acked.set(clientId, deliveries.map((d) => d.msgId));
+            await client.close();
+          })
+        ));
+
+        // One session over both nodes: A, then B, then A again.
+        const session = 0x1234_5678_9abcn;
+        const c1 = await MsgClient.connect({ port: a.addr.port, clientId: 100, session });
+        equal(c1.lastMsgId, 0);
+        equal(c1.sessionKnown, false);
+        await Promise.all(range(1, 500).map((k) => c1.send("s", `x ${k}`)));
+        await c1.close();
+        const c2 = await MsgClient.connect({ port: b.addr.port, clientId: 100, session });
+        equal(c2.lastMsgId, 500, "B learns from the stream where the session stands");
+        equal(c2.sessionKnown, true);
+        await Promise.all(range(501, 1000).map((k) => c2.send("s", `x ${k}`)));
+        await c2.close();
+        const c3 = await MsgClient.connect({ port: a.addr.port, clientId: 100, session });
+        equal(c3.lastMsgId, 1000, "A asks the stream again: B stored 501 to 1000 meanwhile");
+        await c3.send("s", "x 1001");
+        await c3.close();
+        acked.set(100, range(1, 1001));
+
+        const byClient = idsByClient(await exportRecords(config, dir));
+        equal(byClient.size, acked.size);
+        for (const [clientId, ids] of acked) {
+          const problems = problemsOf(byClient.get(clientId) ?? [], ids);
+          equal(problems.length, 0, `client ${clientId}: ${problems.join("; ")}`);
+          equal(byClient.get(clientId)!.length, ids.length, `client ${clientId}`);
+        }
+      } finally {
+        await a.shutdown();
+        await b.shutdown();
+      }
+    });
+  },
+});
+
+/** A store that holds every append until `release()`: a node whose publishes are late. */
+class HeldStore implements Store {
+  readonly #inner: JetStreamStore;
+  #open: () => void = () => {};
+  #gate: Promise<void> = new Promise((r) => this.#open = r);
+  /** Appends waiting at the gate. */
+  waiting = 0;
+  constructor(inner: JetStreamStore) {
+    this.#inner = inner;
+  }
+  get name() {
+    return this.#inner.name;
+  }
+  get size() {
+    return this.#inner.size;
+  }
+  get stats() {
+    return this.#inner.stats;
+  }
+  get maxBatchBytes() {
+    return this.#inner.maxBatchBytes;
+  }
+  get shared() {
+    return this.#inner.shared;
+  }
+  release(): void {
+    this.#open();
+  }
+  async append(batch: Batch): Promise<void> {
+    this.waiting++;
+    await this.#gate;
+    this.waiting--;
+    return this.#inner.append(batch);
+  }
+  rotate() {
+    return this.#inner.rotate();
+  }
+  reopen() {
+    return this.#inner.reopen();
+  }
+  lastStored(clientId: number, session: bigint) {
+    return this.#inner.lastStored(clientId, session);
+  }
+  close() {
+    return this.#inner.close();
+  }
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test({
+  name: "a session taken over on another node is not doubled by the old node's late publishes",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster();
+    await withTempDir("msgserver_js_test_", async (dir) => {
+      const config = jetstreamConfig(cluster);
+      const logA = keptLog("warn");
+      // Node A takes records 1 to 1000 of the session and 1 to 300 of another, and holds them.
+      const held = new HeldStore(await openJetStream(config, logA.log));
+      const a = await startServer(config, { log: logA.log, store: held });
+      const b = await startServer(config, { log: keptLog().log });
+      try {
+        const session = 77n;
+        const onA = await MsgClient.connect({ port: a.addr.port, clientId: 1, session });
+        const lateA = range(1, 1000).map((k) => onA.send("s", `r ${k}`));
+        const otherOnA = await MsgClient.connect({ port: a.addr.port, clientId: 2, session: 78n });
+        const lateOther = range(1, 300).map((k) => otherOnA.send("s", `o ${k}`));
+        await until("node A holds a batch", () => held.waiting > 0);
+
+        // Meanwhile the client moves to B, which knows nothing stored yet, and sends 1 to 600
+        // again; and the other session is taken over on B too, with 1 to 300 and more.
+        const onB = await MsgClient.connect({ port: b.addr.port, clientId: 1, session });
+        equal(onB.lastMsgId, 0);
+        await Promise.all(range(1, 600).map((k) => onB.send("s", `r ${k}`, k)));
+        const otherOnB = await MsgClient.connect({ port: b.addr.port, clientId: 2, session: 78n });
+        await Promise.all(range(1, 400).map((k) => otherOnB.send("s", `o ${k}`, k)));
+
+        // A's publishes now go out, their expectation stale: A must store only 601 to 1000 of
+        // the first session, nothing of the second, and ack all of them (they are stored).
+        held.release();
+        await Promise.all([...lateA, ...lateOther]);
+        await Promise.all([onA.close(), otherOnA.close(), onB.close(), otherOnB.close()]);
+        ok(
+          logA.lines.some((l) => l.includes("session appended to elsewhere")),
+          "node A corrected its expectation",
+        );
+
+        const byClient = idsByClient(await exportRecords(config, dir));
+        const first = byClient.get(1) ?? [];
+        equal(problemsOf(first, range(1, 1000)).join("; "), "");
+        equal(first.length, 1000);
+        const second = byClient.get(2) ?? [];
+        equal(problemsOf(second, range(1, 400)).join("; "), "");
+        equal(second.length, 400);
+      } finally {
+        held.release();
+        await a.shutdown();
+        await b.shutdown();
+      }
+    });
+  },
+});
+
+/** Runs msgserver with `args` until it exits (it should not start); returns code and stderr. */
+async function failedStart(args: string[]): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MSGSERVER, "--port", "0", "--store", "jetstream", ...args],
+    env: { MS_HOME: "" },
+    cwd: Deno.env.get("TMPDIR") ?? "/tmp", // no app.conf there
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  // The log line quotes the error as logfmt does: undo its escaped quotes for the checks.
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr).replaceAll('\\"', '"') };
+}
+
+Deno.test({
+  name: "STORE=jetstream start-up errors name the setting and the servers, with exit status 2",
+  ignore: !present,
+  async fn() {
+    // Nothing listening.
+    const nowhere = `nats://127.0.0.1:${freePort()}`;
+    let r = await failedStart(["--nats-urls", nowhere, "--nats-timeout-ms", "1000"]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, /Cannot connect to NATS at NATS_URLS "nats:\/\/127\.0\.0\.1:\d+"/);
+
+    // ACK_MODE=durable cannot be promised.
+    r = await failedStart(["--nats-urls", nowhere, "--ack-mode", "durable"]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, /ACK_MODE=durable does not go with STORE=jetstream/);
+
+    // A NATS server without JetStream.
+    const port = freePort();
+    const plain = new Deno.Command("nats-server", {
+      args: ["-a", "127.0.0.1", "-p", `${port}`],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await until("nats-server listens", () => {
+        try {
+          Deno.connect({ hostname: "127.0.0.1", port }).then((c) => c.close(), () => {});
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const url = `nats://127.0.0.1:${port}`;
+      // Its default max_payload (1 MiB) is too small for a record of MAX_MESSAGE_BYTES (1 MiB).
+      r = await failedStart(["--nats-urls", url]);
+      equal(r.code, 2, r.stderr);
+      match(
+        r.stderr,
+        /NATS_URLS "nats:\/\/127\.0\.0\.1:\d+" take messages of at most 1048576 bytes \(max_payload\), too few for MAX_MESSAGE_BYTES=1048576 .* at most 490868/,
+      );
+      r = await failedStart(["--nats-urls", url, "--max-message-bytes", "1000"]);
+      equal(r.code, 2, r.stderr);
+      match(r.stderr, /JetStream does not answer at 127\.0\.0\.1:\d+/);
+    } finally {
+      plain.kill("SIGKILL");
+      await plain.status;
+    }
+
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const urls = cluster.urls.join(",");
+    // A stream of that name that takes other subjects.
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: "OTHER", subjects: ["other.>"] });
+    } finally {
+      await nc.close();
+    }
+    r = await failedStart(["--nats-urls", urls, "--nats-stream", "OTHER"]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, /NATS_STREAM "OTHER" at .* takes subjects \["other\.>"\], not "msgs\.>"/);
+
+    // Three replicas asked of a single server.
+    r = await failedStart(["--nats-urls", urls]);
+    equal(r.code, 2, r.stderr);
+    match(r.stderr, /cannot create NATS_STREAM "MSGS" with NATS_REPLICAS 3 at .*replicas > 1/);
+  },
+});
+
+Deno.test({
+  name: "STORE=jetstream: /metrics shows the NATS connection, publishes in flight and their time",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const config: Config = jetstreamConfig(cluster, { METRICS_PORT: freePort() });
+    const server = await startServer(config, { log: keptLog().log });
+    try {
+      const client = await MsgClient.connect({ port: server.addr.port, clientId: 1 });
+      await Promise.all(range(1, 100).map((k) => client.send("m", `p ${k}`)));
+      await client.close();
+      const text = await (await fetch(`http://127.0.0.1:${config.METRICS_PORT}/metrics`)).text();
+      match(text, /^msgserver_nats_connected 1$/m);
+      match(text, /^msgserver_nats_publishes_in_flight 0$/m);
+      const count = /^msgserver_nats_publish_seconds_count (\d+)$/m.exec(text);
+      ok(count !== null && Number(count[1]) >= 1, text);
+    } finally {
+      await server.shutdown();
+    }
+  },
+});
