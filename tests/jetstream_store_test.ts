@@ -23,6 +23,7 @@ import {
   jetstreamConfig,
   keptLog,
   problemsOf,
+  until,
 } from "./support/jetstream_nodes.ts";
 import { freePort } from "./support/net.ts";
 import { withTempDir } from "./support/server.ts";
@@ -136,14 +137,6 @@ class HeldStore implements Store {
   }
   close() {
     return this.#inner.close();
-  }
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 

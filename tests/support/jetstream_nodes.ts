@@ -5,6 +5,8 @@
  * @module
  */
 
+import { NackError } from "../../src/client/errors.ts";
+import { ReliableClient, type ReliableOptions } from "../../src/client/reliable.ts";
 import { type Config, DEFAULTS } from "../../src/config.ts";
 import { Logger } from "../../src/log.ts";
 import { type ParsedLine, parseFile } from "../../src/server/line.ts";
@@ -101,4 +103,92 @@ export function problemsOf(ids: readonly number[], acked: Iterable<number>): str
   }
   if (missing > 0) problems.push(`${missing} acked msg_ids missing, the first ${firstMissing}`);
   return problems.slice(0, 10);
+}
+
+/** Options of {@linkcode SteadyLoad}. */
+export interface SteadyLoadOptions {
+  /** Client options but the client id (given per client, from `firstClientId`). */
+  client: Omit<ReliableOptions, "clientId">;
+  clients: number;
+  firstClientId: number;
+  /** Sends awaited at once per client. */
+  window: number;
+  payloadBytes?: number;
+}
+
+/**
+ * Clients sending without a pause through {@linkcode ReliableClient}s until `stop()`, keeping
+ * what became of each message: acked (delivered in any way) or refused, by msg_id.
+ */
+export class SteadyLoad {
+  /** Each client's delivered msg_ids. */
+  readonly acked = new Map<number, number[]>();
+  /** Each client's msg_ids refused with a NACK (4: storage error), and other failures. */
+  readonly refused = new Map<number, number[]>();
+  readonly failures: string[] = [];
+  /** performance.now() of the latest delivery. */
+  lastAckAt = 0;
+  #stopping = false;
+  readonly #loops: Promise<void>[] = [];
+  readonly #clients: ReliableClient[] = [];
+
+  constructor(options: SteadyLoadOptions) {
+    const payload = "x".repeat(options.payloadBytes ?? 100);
+    for (let i = 0; i < options.clients; i++) {
+      const clientId = options.firstClientId + i;
+      const client = new ReliableClient({ ...options.client, clientId });
+      this.#clients.push(client);
+      const acked: number[] = [];
+      const refused: number[] = [];
+      this.acked.set(clientId, acked);
+      this.refused.set(clientId, refused);
+      for (let w = 0; w < options.window; w++) {
+        this.#loops.push((async () => {
+          while (!this.#stopping) {
+            try {
+              const delivery = await client.send(`c${clientId}`, payload);
+              acked.push(delivery.msgId);
+              this.lastAckAt = performance.now();
+            } catch (e) {
+              if (e instanceof NackError) refused.push(e.msgId);
+              else {
+                this.failures.push(`client ${clientId}: ${(e as Error).message}`);
+                return;
+              }
+            }
+          }
+        })());
+      }
+    }
+  }
+
+  /** Deliveries so far, all clients. */
+  get ackedCount(): number {
+    let n = 0;
+    for (const ids of this.acked.values()) n += ids.length;
+    return n;
+  }
+
+  /** Refusals so far, all clients. */
+  get refusedCount(): number {
+    let n = 0;
+    for (const ids of this.refused.values()) n += ids.length;
+    return n;
+  }
+
+  /** Stops sending, waits for what was sent to be settled, and closes the clients. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all(this.#loops);
+    await Promise.all(this.#clients.map((c) => c.close()));
+  }
+}
+
+/** Waits until `check()` is true, polling; throws naming `what` after `timeoutMs`. */
+export async function until(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
