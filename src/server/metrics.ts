@@ -60,10 +60,37 @@ export const LATENCY_BOUNDS = [
   1,
 ] as const;
 
-/** One metric for {@linkcode renderPrometheus}. */
+/**
+ * One metric for {@linkcode renderPrometheus}. Samples of one family (one name, told apart by
+ * their `labels`) follow each other, and the first one's `help` is the family's.
+ */
 export type Metric =
-  | { name: string; help: string; type: "counter" | "gauge"; value: number }
+  | {
+    name: string;
+    help: string;
+    type: "counter" | "gauge";
+    value: number;
+    labels?: Readonly<Record<string, string>>;
+  }
   | { name: string; help: string; type: "histogram"; histogram: BucketHistogram };
+
+/**
+ * The name of a counter's or gauge's sample as the text format writes it: `name`, or
+ * `name{code="1"}` with labels.
+ *
+ * @example
+ * ```ts
+ * sampleName({ name: "x_total", help: "X.", type: "counter", value: 1, labels: { code: "4" } });
+ * // 'x_total{code="4"}'
+ * ```
+ */
+export function sampleName(m: Metric & { type: "counter" | "gauge" }): string {
+  if (m.labels === undefined) return m.name;
+  const pairs = Object.entries(m.labels).map(([k, v]) =>
+    `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`
+  );
+  return `${m.name}{${pairs.join(",")}}`;
+}
 
 /**
  * Renders metrics in the Prometheus text exposition format (version 0.0.4).
@@ -76,10 +103,12 @@ export type Metric =
  */
 export function renderPrometheus(metrics: Metric[]): string {
   let out = "";
+  let family = "";
   for (const m of metrics) {
-    out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
+    if (m.name !== family) out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
+    family = m.name;
     if (m.type !== "histogram") {
-      out += `${m.name} ${m.value}\n`;
+      out += `${sampleName(m)} ${m.value}\n`;
       continue;
     }
     const h = m.histogram;

@@ -6,6 +6,7 @@
  */
 
 import type { HttpReply, HttpRequest } from "../http/http_server.ts";
+import { ErrorCode, NackCode } from "../protocol/frames.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
 import type { ServerStats } from "./server.ts";
 
@@ -22,6 +23,53 @@ function c(name: string, help: string, value: number): Metric {
 
 function g(name: string, help: string, value: number): Metric {
   return { name, help, type: "gauge", value };
+}
+
+function namesOf(codes: Record<string, number>): Record<number, string> {
+  const names: Record<number, string> = {};
+  for (const [key, code] of Object.entries(codes)) {
+    names[code] = key.toLowerCase().replace(/_/g, " ");
+  }
+  return names;
+}
+
+/**
+ * What each NACK code means, from the protocol's own constants (`docs/protocol.md`).
+ *
+ * @example
+ * ```ts
+ * import { NACK_NAMES } from "./monitor.ts";
+ * NACK_NAMES[3]; // "duplicate"
+ * ```
+ */
+export const NACK_NAMES: Readonly<Record<number, string>> = namesOf(NackCode);
+
+/**
+ * What each ERROR code means, from the protocol's own constants (`docs/protocol.md`).
+ *
+ * @example
+ * ```ts
+ * import { ERROR_NAMES } from "./monitor.ts";
+ * ERROR_NAMES[4]; // "too many connections"
+ * ```
+ */
+export const ERROR_NAMES: Readonly<Record<number, string>> = namesOf(ErrorCode);
+
+/** One counter per code (slot 0 of `counts` unused), labelled `code`. */
+function byCode(
+  name: string,
+  help: string,
+  counts: readonly number[],
+  names: Readonly<Record<number, string>>,
+): Metric[] {
+  const legend = Object.entries(names).map(([code, what]) => `${code} ${what}`).join(", ");
+  return counts.slice(1).map((value, i) => ({
+    name,
+    help: `${help} (${legend}).`,
+    type: "counter",
+    value,
+    labels: { code: String(i + 1) },
+  }));
 }
 
 /**
@@ -53,7 +101,11 @@ export function metricsOf(s: ServerStats): Metric[] {
     c("msgserver_messages_received_total", "MSG frames received.", s.received),
     c("msgserver_messages_written_total", "Records written to the file.", s.writer.records),
     c("msgserver_messages_acked_total", "Records acked.", s.acked),
-    c("msgserver_messages_nacked_total", "Messages refused (NACK 1, 2, 4).", s.nacked),
+    c(
+      "msgserver_messages_nacked_total",
+      "Messages refused with NACK 1 or 2 (NACK 3 counts as duplicate, NACK 4 as failed).",
+      s.nacked,
+    ),
     c("msgserver_messages_duplicate_total", "Duplicates refused (NACK 3).", s.duplicates),
     c(
       "msgserver_messages_failed_total",
@@ -64,6 +116,13 @@ export function metricsOf(s: ServerStats): Metric[] {
       "msgserver_protocol_errors_total",
       "Connections closed for a protocol violation.",
       s.protocolErrors,
+    ),
+    ...byCode("msgserver_nacks_total", "NACK frames sent, by code", s.nacks, NACK_NAMES),
+    ...byCode(
+      "msgserver_errors_total",
+      "ERROR frames sent, by code, refusals at accept included",
+      s.errors,
+      ERROR_NAMES,
     ),
     c("msgserver_bytes_written_total", "Bytes written to the file.", s.writer.bytes),
     c("msgserver_batches_total", "Batches written.", s.writer.batches),
