@@ -78,6 +78,7 @@ export interface HttpStats extends AcceptStats {
 const REASONS: Record<number, string> = {
   200: "OK",
   204: "No Content",
+  303: "See Other",
   400: "Bad Request",
   401: "Unauthorized",
   404: "Not Found",

@@ -1,12 +1,18 @@
 /**
- * The monitoring endpoints served on METRICS_PORT: `/metrics` (Prometheus text format) and
- * `/healthz`. Everything they show comes from {@linkcode ServerStats}, read when asked.
+ * The monitoring endpoints served on METRICS_PORT: `/metrics` (Prometheus text format),
+ * `/healthz`, and the live status page (`/`, its assets and `/events`; see `../status/`). With
+ * AUTH_TOKEN set, all but `/healthz` need it (`../status/access.ts`). Everything they show comes
+ * from {@linkcode ServerStats}, read when asked.
  *
  * @module
  */
 
+import type { Config } from "../config.ts";
 import type { HttpReply, HttpRequest } from "../http/http_server.ts";
 import { ErrorCode, NackCode } from "../protocol/frames.ts";
+import { Access } from "../status/access.ts";
+import type { StatusFeedOptions } from "../status/feed.ts";
+import { StatusPage } from "../status/page.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
 import type { ServerStats } from "./server.ts";
 
@@ -15,6 +21,12 @@ export interface MonitorSource {
   stats(): ServerStats;
   /** True once shutdown has begun. */
   stopping(): boolean;
+  /** The settings: AUTH_TOKEN guards the endpoints, and the page shows the rest. */
+  config: Config;
+  /** What the store calls itself (`Store.name`). */
+  storeName: string;
+  /** When the server started (ms since the epoch). */
+  startedAt: number;
 }
 
 function c(name: string, help: string, value: number): Metric {
@@ -177,7 +189,7 @@ export function metricsOf(s: ServerStats): Metric[] {
 }
 
 /**
- * The handler for METRICS_PORT.
+ * The handler for METRICS_PORT. `feed` sets the status page's tick and viewer cap (for tests).
  *
  * @example
  * ```ts
@@ -193,13 +205,31 @@ export function metricsOf(s: ServerStats): Metric[] {
  * await http.close();
  * ```
  */
-export function monitorRoutes(source: MonitorSource): (req: HttpRequest) => HttpReply {
+export function monitorRoutes(
+  source: MonitorSource,
+  feed: StatusFeedOptions = {},
+): (req: HttpRequest) => HttpReply {
+  const access = source.config.AUTH_TOKEN === "" ? null : new Access(source.config.AUTH_TOKEN);
+  const page = new StatusPage({
+    read: () => ({
+      time: Date.now(),
+      stopping: source.stopping(),
+      metrics: metricsOf(source.stats()),
+    }),
+    storeMetrics: () => source.stats().storeMetrics,
+    config: source.config,
+    storeName: source.storeName,
+    startedAt: source.startedAt,
+    codes: { nack: NACK_NAMES, error: ERROR_NAMES },
+  }, feed);
   return (req) => {
     if (req.path === "/healthz") {
       return source.stopping()
         ? { status: 503, body: "stopping\n" }
         : { status: 200, body: "ok\n" };
     }
+    const refused = access?.check(req) ?? null;
+    if (refused !== null) return refused;
     if (req.path === "/metrics") {
       return {
         status: 200,
@@ -207,6 +237,6 @@ export function monitorRoutes(source: MonitorSource): (req: HttpRequest) => Http
         body: renderPrometheus(metricsOf(source.stats())),
       };
     }
-    return { status: 404, body: "not found\n" };
+    return page.route(req) ?? { status: 404, body: "not found\n" };
   };
 }

@@ -162,6 +162,8 @@ export class MsgServer {
   /** The metrics address, when METRICS_PORT is set. */
   metricsAddr: Deno.NetAddr | null = null;
   #total = 0;
+  /** When the server started (ms since the epoch), for the status page's uptime. */
+  readonly #startedAt = Date.now();
   readonly #acceptStats = { acceptErrors: 0, shed: 0, refused: 0 };
   readonly #refusals = new RefusalBudget(REFUSALS_PER_SECOND);
   #stopping = false;
@@ -301,7 +303,13 @@ export class MsgServer {
     const config = this.#config;
     this.#monitor = HttpServer.listen(
       { hostname: config.IP, port: config.METRICS_PORT, name: "METRICS_PORT", log: this.#log },
-      monitorRoutes({ stats: () => this.stats(), stopping: () => this.#stopping }),
+      monitorRoutes({
+        stats: () => this.stats(),
+        stopping: () => this.#stopping,
+        config,
+        storeName: this.#store.name,
+        startedAt: this.#startedAt,
+      }),
     );
     this.metricsAddr = this.#monitor.addr;
   }
