@@ -44,6 +44,11 @@ Deno.test("Access lets a bearer token or the page's cookie through, and nothing 
   const cookie = setCookie.split(";")[0]!;
   equal(access.check(request("/", { cookie: `theme=dark; ${cookie}` })), null);
   equal(access.check(request("/events", { cookie })), null);
+  equal(
+    access.check(request("/metrics", { cookie, authorization: "Bearer wrong" }))?.status,
+    401,
+    "a wrong bearer token is refused, whatever the cookie",
+  );
   equal(new Access("another").check(request("/", { cookie }))?.status, 401, "a cookie of a token");
 
   // The form: 401 with a page that asks for the token, and says when the one given was wrong.
