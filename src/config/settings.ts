@@ -33,6 +33,8 @@ export type Setting =
     | Readonly<{ kind: "number"; default: number; min: number; max: number }>
     | Readonly<{ kind: "enum"; default: string; values: readonly string[] }>
     | Readonly<{ kind: "string"; default: string; allowEmpty: boolean }>
+    // A `host:port,...` list (config/host_ports.ts), checked but kept as its text.
+    | Readonly<{ kind: "hostPorts"; default: string }>
   );
 
 const MIB = 1024 * 1024;
@@ -58,6 +60,11 @@ export const SETTINGS = {
     min: 0,
     max: 65535,
     help: "TCP port (0: any free port, server only)",
+  },
+  SERVERS: {
+    kind: "hostPorts",
+    default: "",
+    help: "client: host:port list, comma-separated, to fail over between (empty: IP and PORT)",
   },
   LEGACY_PORT: {
     kind: "int",

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { HOST_PORTS_ALLOWED, parseHostPorts } from "./host_ports.ts";
 import { type Config, CONFIG_KEYS, DEFAULTS, type Setting, settingOf } from "./settings.ts";
 
 /**
@@ -90,6 +91,8 @@ function describe(setting: Setting): string {
       return `one of ${setting.values.map((v) => `"${v}"`).join(", ")}`;
     case "string":
       return setting.allowEmpty ? "any text" : "non-empty text";
+    case "hostPorts":
+      return HOST_PORTS_ALLOWED;
   }
 }
 
@@ -121,6 +124,14 @@ function check(key: keyof Config, raw: string, where: string): string | number {
       if (!setting.allowEmpty && raw === "") fail(`"${raw}"`);
       // deno-lint-ignore no-control-regex
       if (/[\x00-\x1f\x7f]/.test(raw)) fail(JSON.stringify(raw), " without control characters");
+      return raw;
+    case "hostPorts":
+      try {
+        parseHostPorts(raw);
+      } catch (e) {
+        if (!(e instanceof SyntaxError)) throw e;
+        fail(JSON.stringify(raw), `; ${e.message}`);
+      }
       return raw;
   }
 }
