@@ -4,7 +4,7 @@
  * with default settings and over JetStream), and `promtool check rules` and `promtool test rules`
  * check the alerting rules in `deploy/prometheus/`. Every metric the rules (and their unit tests)
  * name must be one a running server exports, so that a renamed metric cannot leave a rule that
- * never fires.
+ * never fires; and docs/operations.md's table of metrics must list exactly what is exported.
  */
 
 import { deepEqual, equal, match, ok } from "node:assert/strict";
@@ -60,6 +60,24 @@ function exportedNames(text: string): Set<string> {
     }
   }
   return names;
+}
+
+const OPERATIONS = new URL("../docs/operations.md", import.meta.url).pathname;
+
+/** The metric families docs/operations.md's table lists (labels dropped). */
+async function documentedNames(): Promise<Set<string>> {
+  const text = await Deno.readTextFile(OPERATIONS);
+  const rows = text.split("\n").filter((l) => /^\| `(msgserver|process)_/.test(l));
+  return new Set(
+    rows.flatMap((row) =>
+      [...row.split("|")[1]!.matchAll(/`((?:msgserver|process)_[a-z_]+)/g)].map((m) => m[1]!)
+    ),
+  );
+}
+
+/** The metric families of a scrape, from its `# TYPE` lines. */
+function families(text: string): string[] {
+  return [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!);
 }
 
 /** The metric names a rules or rule-test file uses (ours, and the standard `up`). */
@@ -120,6 +138,14 @@ Deno.test({
           const unknown = [...await namesIn(file)].filter((name) => !exported.has(name));
           deepEqual(unknown, [], `${file} names metrics /metrics does not have`);
         }
+        // docs/operations.md's table, both ways (the NATS metrics are the JetStream test's).
+        const documented = await documentedNames();
+        deepEqual(families(after).filter((n) => !documented.has(n)), [], "exported, undocumented");
+        deepEqual(
+          [...documented].filter((n) => !n.startsWith("msgserver_nats_") && !exported.has(n)),
+          [],
+          `documented in ${OPERATIONS}, not exported`,
+        );
       } finally {
         equal(await server.stop(), 0, server.stderr());
       }
@@ -157,6 +183,12 @@ Deno.test({
           await checkMetrics(after);
           match(after, /^msgserver_nats_connected 1$/m);
           match(after, /^msgserver_nats_publish_seconds_count [1-9]\d*$/m);
+          const documented = await documentedNames();
+          deepEqual(
+            families(after).filter((n) => !documented.has(n)),
+            [],
+            "exported, undocumented",
+          );
         } finally {
           equal(await server.stop(), 0, server.stderr());
         }
