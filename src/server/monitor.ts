@@ -154,9 +154,7 @@ function processMetrics(): Metric[] {
     ),
   ];
   try {
-    let open = 0;
-    for (const _ of Deno.readDirSync("/proc/self/fd")) open++;
-    metrics.push(g("process_open_fds", "Open file descriptors.", open));
+    metrics.push(g("process_open_fds", "Open file descriptors.", openDescriptors()));
     const limit = /^Max open files\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/limits"));
     if (limit !== null) {
       metrics.push(g("process_max_fds", "Limit of open file descriptors.", Number(limit[1])));
@@ -165,6 +163,16 @@ function processMetrics(): Metric[] {
     // Not Linux, or not allowed to read /proc: the other metrics still stand.
   }
   return metrics;
+}
+
+function openDescriptors(): number {
+  // Linux 6.2 and later give the count as the folder's size, at once. Listing the folder, as
+  // older kernels need, blocks the event loop for about 45 ms at 16,000 descriptors.
+  const size = Deno.statSync("/proc/self/fd").size;
+  if (size > 0) return size;
+  let open = 0;
+  for (const _ of Deno.readDirSync("/proc/self/fd")) open++;
+  return open;
 }
 
 /**
