@@ -60,10 +60,31 @@ export const LATENCY_BOUNDS = [
   1,
 ] as const;
 
-/** One metric for {@linkcode renderPrometheus}. */
+/**
+ * One value of a metric that has labels, e.g. `{ labels: { code: "4" }, value: 2 }`.
+ *
+ * @example
+ * ```ts
+ * const sample: LabelledValue = { labels: { code: "4" }, value: 2 };
+ * ```
+ */
+export interface LabelledValue {
+  /** Label names to values, e.g. `{ code: "4" }`. */
+  labels: Readonly<Record<string, string>>;
+  /** The sample's value. */
+  value: number;
+}
+
+/** One metric for {@linkcode renderPrometheus}: one value, one value per label set, or a histogram. */
 export type Metric =
   | { name: string; help: string; type: "counter" | "gauge"; value: number }
+  | { name: string; help: string; type: "counter" | "gauge"; values: readonly LabelledValue[] }
   | { name: string; help: string; type: "histogram"; histogram: BucketHistogram };
+
+/** A label value as the text format wants it: backslash, double quote and line feed escaped. */
+function labelValue(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
 
 /**
  * Renders metrics in the Prometheus text exposition format (version 0.0.4).
@@ -79,7 +100,14 @@ export function renderPrometheus(metrics: Metric[]): string {
   for (const m of metrics) {
     out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
     if (m.type !== "histogram") {
-      out += `${m.name} ${m.value}\n`;
+      if ("value" in m) {
+        out += `${m.name} ${m.value}\n`;
+        continue;
+      }
+      for (const { labels, value } of m.values) {
+        const pairs = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`);
+        out += `${m.name}{${pairs.join(",")}} ${value}\n`;
+      }
       continue;
     }
     const h = m.histogram;
