@@ -129,6 +129,11 @@ export class ChildServer {
     return this.#spawned.exitStatus() !== null;
   }
 
+  /** Everything it wrote to stderr so far (its log, INFO lines included). */
+  log(): string {
+    return this.#spawned.stderr();
+  }
+
   /** Its resident memory now (VmRSS), or null when unknown. */
   rss(): Promise<number | null> {
     return readStatusBytes(this.pid, "VmRSS");

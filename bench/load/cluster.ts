@@ -72,6 +72,12 @@ function used(a: number | null, b: number | null): number | null {
   return a === null || b === null ? null : Math.max(0, b - a);
 }
 
+/** The node of the NATS server msgserver's log says it used for the stream (by its port). */
+function nodeOf(log: string, cluster: NatsCluster): string | null {
+  const port = / (?:created|using) the stream .*server=\S*:(\d+)\b/.exec(log)?.[1];
+  return cluster.nodes.find((n) => String(n.port) === port)?.name ?? null;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
@@ -246,9 +252,13 @@ export class ClusterRun {
         ...["--nats-stream", stream, "--nats-subject", subject, "--nats-replicas", `${replicas}`],
       ],
     });
+    const leader = await cluster.streamLeader(stream, { timeoutMs: LEADER_LIMIT_MS })
+      .catch(() => null);
+    const msgserverNode = nodeOf(server.log(), cluster);
     console.error(
       `bench: ${describePhase(spec)}; msgserver pid ${server.pid} on ${server.host}:` +
-        `${server.port}, stream ${stream} (R${replicas})`,
+        `${server.port}, stream ${stream} (R${replicas}) led by ${leader}, msgserver on ` +
+        `${msgserverNode}`,
     );
     // Filled in by the kill while the phase runs: what happened, and the node's CPU before it.
     const kill: { report: ClusterPhaseReport["failover"]; cpu: number | null } = {
@@ -358,6 +368,8 @@ export class ClusterRun {
         stream,
         subject,
         replicas,
+        leader,
+        msgserverNode,
         server: {
           pid: server.pid,
           cpuS: outcome.cpu === null ? null : outcome.cpu.user + outcome.cpu.sys,

@@ -74,6 +74,12 @@ export interface ClusterPhaseReport {
   subject: string;
   /** The stream's replicas. */
   replicas: number;
+  /**
+   * The node leading the stream as the phase began, and the node msgserver's NATS connection
+   * went to (its log says): when they differ, every publish crosses a route between nodes.
+   */
+  leader: string | null;
+  msgserverNode: string | null;
   /** The phase's msgserver: CPU seconds and peak RSS over its life, and its exit. */
   server: {
     pid: number;
@@ -273,6 +279,8 @@ function formatCluster(
   out.push(table([
     ["cluster", ...cols.map((col) => col.x.name)],
     row("stream (replicas)", ({ x }) => `${x.stream} (R${x.replicas})`),
+    row("stream leader at the start", ({ x }) => x.leader ?? "n/a"),
+    row("msgserver's NATS node", ({ x }) => x.msgserverNode ?? "n/a"),
     row("leader killed (SIGKILL)", failover((f) => `${f.killed} at ${at(f.killedAtS)}`)),
     row(
       "next leader seen",

@@ -87,6 +87,8 @@ Deno.test({
       ok(p.cpu.natsS !== null && p.cpu.natsS > 0, `${p.name}: NATS CPU ${p.cpu.natsS}`);
       ok(p.cpu.msgserverS !== null && p.cpu.msgserverS > 0, p.name);
       equal(p.server.exit?.code, 0, p.name);
+      match(p.leader ?? "", /^node-\d-/, p.name);
+      match(p.msgserverNode ?? "", /^node-\d-/, p.name);
     }
     const [r1, r3, failover] = cluster.phases;
     equal(r1!.failover, null);
