@@ -35,3 +35,4 @@ export {
 } from "./config/settings.ts";
 export { ConfigError, configHelp, redactConfig } from "./config/values.ts";
 export { loadConfig, type LoadedConfig, type LoadOptions, parseConfigText } from "./config/load.ts";
+export { type HostPort, parseHostPorts } from "./config/host_ports.ts";

@@ -1,7 +1,15 @@
-import { equal, match, ok } from "node:assert/strict";
+import { deepStrictEqual, equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { freePort } from "./support/net.ts";
-import { readRecords, readText, withTempDir } from "./support/server.ts";
+import { passThroughProxy } from "./support/proxy.ts";
+import {
+  assertExactlyOnce,
+  readRecords,
+  readText,
+  waitForRecords,
+  withServer,
+  withTempDir,
+} from "./support/server.ts";
 import { spawnServer } from "./support/spawn.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -206,4 +214,105 @@ Deno.test("msgclient --session goes on where the server holds the session, and s
       "1 1 client_1 a\n1 2 client_1 b\n1 3 client_1 c\n",
     );
   });
+});
+
+/** The msg_ids of msgclient's `ack msg_id=N latency_us=U` lines, in order; other lines must not be acks. */
+function ackedIds(stdout: string): number[] {
+  return stdout.trim().split("\n").flatMap((line) => {
+    const m = /^ack msg_id=(\d+) latency_us=\d+$/.exec(line);
+    return m === null ? [] : [Number(m[1])];
+  });
+}
+
+Deno.test("msgclient with SERVERS whose first server is down sends to the second; --session resumes there", async () => {
+  await withTempDir("msgserver_cli_test_", async (dir) => {
+    await writeConf(dir);
+    const server = await spawnServer(dir);
+    const client = `${root}src/cli/msgclient.ts`;
+    const servers = `127.0.0.1:${freePort()}, 127.0.0.1:${server.port}`;
+    const args = ["run", "-A", client, "--servers", servers, "--session", "91"];
+    const first = await run([...args, "1", "a,b,c"], { cwd: dir });
+    equal(first.code, 0, first.stderr);
+    deepStrictEqual(ackedIds(first.stdout), [1, 2, 3]);
+    match(
+      first.stdout,
+      /\nsent 3 messages in [\d.]+ ms: 3 acked, 0 not acked; average latency \d+ us\n$/,
+    );
+    match(first.stderr, /session 91 is unknown to the server .*: numbering from msg_id 1/);
+    const again = await run([...args, "1", "d,e"], { cwd: dir });
+    equal(again.code, 0, again.stderr);
+    equal(again.stdout.split("\n")[0], "session 91 resumed after msg_id 3");
+    deepStrictEqual(ackedIds(again.stdout), [4, 5]);
+    equal(await server.stop("SIGTERM"), 0);
+    equal(
+      await readText(`${dir}/messages.log`),
+      "1 1 client_1 a\n1 2 client_1 b\n1 3 client_1 c\n1 4 client_1 d\n1 5 client_1 e\n",
+    );
+  });
+});
+
+Deno.test("msgclient with SERVERS fails over mid-stream and reports each message acked exactly once", async () => {
+  await withServer({}, async ({ port, file }) => {
+    const a = passThroughProxy(port);
+    const b = passThroughProxy(port);
+    try {
+      const child = new Deno.Command(deno, {
+        args: [
+          "run",
+          "-A",
+          `${root}src/cli/msgclient.ts`,
+          "--servers",
+          `127.0.0.1:${a.port},127.0.0.1:${b.port}`,
+          "--stdin",
+          "7",
+        ],
+        cwd: root,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const lines = (from: number, to: number) =>
+        new TextEncoder().encode(
+          Array.from({ length: to - from + 1 }, (_, i) => `m${from + i}\n`).join(""),
+        );
+      const writer = child.stdin.getWriter();
+      await writer.write(lines(1, 100));
+      await waitForRecords(file, 100);
+      await a.close(); // the server stays up; only the address msgclient uses dies
+      await writer.write(lines(101, 200));
+      await writer.close();
+      const out = await child.output();
+      const dec = new TextDecoder();
+      const stdout = dec.decode(out.stdout);
+      const stderr = dec.decode(out.stderr);
+      equal(out.code, 0, stdout + stderr);
+      deepStrictEqual(ackedIds(stdout), Array.from({ length: 200 }, (_, i) => i + 1));
+      match(stdout, /\nsent 200 messages in [\d.]+ ms: 200 acked, 0 not acked; /);
+      equal(stderr, "msgclient: reconnected 1 times, 1 of them to another server\n");
+      equal(b.links.length, 1);
+      await assertExactlyOnce(file, 7, 200);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+Deno.test("msgclient refuses a bad SERVERS entry with the key, the value and what is allowed", async () => {
+  const result = await run([
+    "run",
+    "-A",
+    `${root}src/cli/msgclient.ts`,
+    "--servers",
+    "127.0.0.1:9000,nohost",
+    "1",
+    "x",
+  ]);
+  equal(result.code, 2);
+  equal(
+    result.stderr,
+    'msgclient: Cannot load config: SERVERS is "127.0.0.1:9000,nohost" (flag --servers); ' +
+      "allowed: host:port entries separated by commas (IPv6 in brackets: [::1]:9000), each port " +
+      'from 1 to 65535, or empty; "nohost" has no :port\n',
+  );
 });

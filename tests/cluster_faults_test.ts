@@ -1,6 +1,7 @@
 /**
- * STORE=jetstream when the NATS cluster fails under load: a follower and then the stream leader
- * killed with SIGKILL, and the whole cluster gone for 10 s. Clients keep sending through
+ * STORE=jetstream when things fail under load: msgserver nodes killed with SIGKILL again and again
+ * while clients fail over between them, a NATS follower and then the stream leader killed with
+ * SIGKILL, and the whole NATS cluster gone for 10 s. Clients keep sending through
  * ReliableClient; afterwards the stream is exported with `msgserver export` and every acked
  * record must be in it exactly once, in its session's order. While NATS is gone the server
  * refuses with NACK 4 once its retry window has passed, its memory stays bounded, and it serves
@@ -99,6 +100,68 @@ Deno.test({
       } finally {
         await load.stop();
         await server.shutdown();
+      }
+    });
+  },
+});
+
+/** A msgserver node as its own process, STORE=jetstream, on `port`. */
+function spawnNode(dir: string, config: Config, port: number) {
+  return spawnServer(dir, {
+    env: { MS_HOME: "" },
+    args: [
+      "--port",
+      String(port),
+      "--store",
+      "jetstream",
+      "--nats-urls",
+      config.NATS_URLS,
+      "--nats-stream",
+      config.NATS_STREAM,
+    ],
+    port,
+  });
+}
+
+Deno.test({
+  name:
+    "msgserver nodes killed with SIGKILL again and again, clients failing over: each record once",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster();
+    await withTempDir("msgserver_faults_test_", async (dir) => {
+      const config = jetstreamConfig(cluster);
+      const ports = [freePort(), freePort()];
+      const nodes = await Promise.all(ports.map((port) => spawnNode(dir, config, port)));
+      const load = new SteadyLoad({
+        client: {
+          servers: ports.map((port) => ({ port })),
+          giveUpAfterMs: 60_000,
+          maxDelayMs: 200,
+        },
+        clients: 6,
+        firstClientId: 1,
+        window: 32,
+      });
+      try {
+        for (let round = 0; round < 6; round++) {
+          await progress(load, 5_000, `round ${round}: the load is going`);
+          const victim = round % 2;
+          await nodes[victim]!.shutdown({ signal: "SIGKILL" });
+          await progress(load, 2_000, `round ${round}: the clients carry on on the other node`);
+          nodes[victim] = await spawnNode(dir, config, ports[victim]!);
+        }
+        await progress(load, 5_000, "the load is going after the last restart");
+        await load.stop();
+        equal(load.failures.length, 0, load.failures.join("\n"));
+        equal(load.refusedCount, 0, "nothing refused: a killed node's clients resume elsewhere");
+
+        const exported = await checkExport(config, dir, load);
+        equal(exported, load.ackedCount, "nothing stored that was not acked in the end");
+        console.log(`6 kills: acked ${load.ackedCount}, exported ${exported}, each once`);
+      } finally {
+        await load.stop();
+        await Promise.all(nodes.map((node) => node.stop()));
       }
     });
   },

@@ -244,6 +244,32 @@ Deno.test("loadConfig refuses an empty IP and a control character in a string", 
   });
 });
 
+Deno.test("loadConfig takes a SERVERS list as it is, and names a bad entry and what is allowed", async () => {
+  await withDir(async (dir) => {
+    const file = `${dir}/app.conf`;
+    const list = "10.0.0.1:9000, [::1]:9001,node-3:9002";
+    equal((await loadText(dir, `SERVERS=${list}\n`)).SERVERS, list);
+    equal((await loadText(dir, "SERVERS=\n")).SERVERS, "");
+    const allowed = "allowed: host:port entries separated by commas (IPv6 in brackets: " +
+      "[::1]:9000), each port from 1 to 65535, or empty";
+    await rejectsWith(
+      () => loadText(dir, "SERVERS=10.0.0.1:9000,10.0.0.2\n"),
+      `Cannot load config: SERVERS is "10.0.0.1:9000,10.0.0.2" (${file} line 1); ${allowed}; ` +
+        '"10.0.0.2" has no :port',
+    );
+    await rejectsWith(
+      () => loadText(dir, "PORT=9000\n", ["--servers", "::1:9000"]),
+      `Cannot load config: SERVERS is "::1:9000" (flag --servers); ${allowed}; ` +
+        '"::1:9000": an IPv6 address goes in brackets, as in [::1]:9000',
+    );
+    await rejectsWith(
+      () => loadText(dir, "SERVERS=a:70000\n"),
+      `Cannot load config: SERVERS is "a:70000" (${file} line 1); ${allowed}; ` +
+        '"a:70000": port "70000" is not from 1 to 65535',
+    );
+  });
+});
+
 Deno.test("loadConfig lets flags override the file", async () => {
   await withDir(async (dir) => {
     const config = await loadText(dir, "PORT=9001\nLOG_LEVEL=warn\n", [

@@ -4,8 +4,10 @@ import { BucketHistogram, renderPrometheus } from "../src/server/metrics.ts";
 import { delay } from "../src/io/within.ts";
 import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";
 import { freePort } from "./support/net.ts";
+import { FakeStore } from "./support/fake_store.ts";
 import { RawPeer } from "./support/raw_peer.ts";
-import { withServer } from "./support/server.ts";
+import { withServer, withTempDir } from "./support/server.ts";
+import { spawnServer } from "./support/spawn.ts";
 
 Deno.test("renderPrometheus writes counters and cumulative histogram buckets", () => {
   const h = new BucketHistogram([1, 10]);
@@ -21,15 +23,19 @@ Deno.test("renderPrometheus writes counters and cumulative histogram buckets", (
   );
 });
 
-Deno.test("renderPrometheus writes one HELP and TYPE per family, and the labels of each sample", () => {
+Deno.test("renderPrometheus writes one line per label set, label values escaped", () => {
   equal(
-    renderPrometheus([
-      { name: "n_total", help: "N.", type: "counter", value: 1, labels: { code: "1" } },
-      { name: "n_total", help: "N.", type: "counter", value: 2, labels: { code: 'a"b\\' } },
-      { name: "m", help: "M.", type: "gauge", value: 3 },
-    ]),
-    '# HELP n_total N.\n# TYPE n_total counter\nn_total{code="1"} 1\nn_total{code="a\\"b\\\\"} 2\n' +
-      "# HELP m M.\n# TYPE m gauge\nm 3\n",
+    renderPrometheus([{
+      name: "c_total",
+      help: "C.",
+      type: "counter",
+      values: [
+        { labels: { code: "1" }, value: 2 },
+        { labels: { code: "4", why: 'a "b"\\c\nd' }, value: 0 },
+      ],
+    }]),
+    "# HELP c_total C.\n# TYPE c_total counter\n" +
+      'c_total{code="1"} 2\nc_total{code="4",why="a \\"b\\"\\\\c\\nd"} 0\n',
   );
 });
 
@@ -108,5 +114,73 @@ Deno.test("a one-line stats summary is logged every STATS_INTERVAL_S at info", a
     // Every interval, not once: the second second had no new message.
     ok(lines.length >= 2, `${lines.length} stats lines in 2.3 s\n${logs.join("")}`);
     match(lines[1]!, /msgs_per_s=0 written=1/);
+  });
+});
+
+/** The value of the one sample of `/metrics` text that starts with `series` (name and labels). */
+function sample(text: string, series: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  ok(line !== undefined, `no ${series} in\n${text}`);
+  return Number(line.slice(series.length + 1));
+}
+
+Deno.test("/metrics counts NACKs by code and shows the queue's capacity", async () => {
+  const store = new FakeStore();
+  const overrides = {
+    METRICS_PORT: freePort(),
+    MAX_MESSAGE_BYTES: 4,
+    QUEUE_CAPACITY: 1234,
+    QUEUE_MAX_BYTES: 56789,
+  };
+  await withServer(overrides, async ({ port, server }) => {
+    const client = await MsgClient.connect({ port, clientId: 1 });
+    await client.send("m", "too long").catch(() => {}); // NACK 1
+    await client.send("bad name", "x").catch(() => {}); // NACK 2
+    await client.send("bad name", "y").catch(() => {}); // NACK 2
+    await client.send("m", "ok", 10);
+    await client.send("m", "again", 10).catch(() => {}); // NACK 3
+    store.failAppends = Infinity;
+    await client.send("m", "lost").catch(() => {}); // NACK 4 once the retries run out
+    await client.close();
+    const text = await (await fetch(`http://127.0.0.1:${server.metricsAddr!.port}/metrics`)).text();
+    equal(sample(text, 'msgserver_nacks_total{code="1"}'), 1);
+    equal(sample(text, 'msgserver_nacks_total{code="2"}'), 2);
+    equal(sample(text, 'msgserver_nacks_total{code="3"}'), 1);
+    equal(sample(text, 'msgserver_nacks_total{code="4"}'), 1);
+    match(text, /^# TYPE msgserver_nacks_total counter$/m);
+    equal(sample(text, "msgserver_messages_nacked_total"), 3);
+    equal(sample(text, "msgserver_queue_capacity_records"), 1234);
+    equal(sample(text, "msgserver_queue_capacity_bytes"), 56789);
+  }, { store });
+});
+
+Deno.test("/metrics shows the process's start time and its open descriptors against the limit", async () => {
+  await withTempDir("msgserver_metrics_test_", async (dir) => {
+    const metricsPort = freePort();
+    const before = Date.now() / 1000;
+    const server = await spawnServer(dir, {
+      args: ["--port", "0", "--metrics-port", `${metricsPort}`, "--file-name", `${dir}/m.log`],
+      env: { MS_HOME: "" },
+      maxOpenFiles: 700,
+    });
+    const clients: MsgClient[] = [];
+    try {
+      const scrape = async () =>
+        await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const first = await scrape();
+      equal(sample(first, "process_max_fds"), 700);
+      const start = sample(first, "process_start_time_seconds");
+      ok(start >= before - 1 && start <= Date.now() / 1000, `start ${start}, spawned at ${before}`);
+      const idle = sample(first, "process_open_fds");
+      ok(idle > 3 && idle < 100, `${idle} descriptors open at rest`);
+      for (let i = 0; i < 40; i++) {
+        clients.push(await MsgClient.connect({ port: server.port, clientId: i }));
+      }
+      const busy = sample(await scrape(), "process_open_fds");
+      ok(busy >= idle + 40, `${busy} descriptors with 40 more connections, ${idle} before`);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      equal(await server.stop(), 0, server.stderr());
+    }
   });
 });

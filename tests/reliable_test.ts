@@ -18,76 +18,21 @@ import { closeQuietly } from "../src/io/close_quietly.ts";
 import { delay } from "../src/io/within.ts";
 import { writeAll } from "../src/io/write_all.ts";
 import { freePort } from "./support/net.ts";
-import { readRecords, readText, withServer } from "./support/server.ts";
+import {
+  assertExactlyOnce,
+  readRecords,
+  readText,
+  waitForRecords,
+  withServer,
+} from "./support/server.ts";
 import { replyDecoder } from "../src/protocol/replies.ts";
-import { type Link, TcpProxy } from "./support/proxy.ts";
+import { pump, rewritingProxy, TcpProxy } from "./support/proxy.ts";
 
-const dec = new TextDecoder();
 /** A version 2 WELCOME, as ReliableClient asks for: 5 header bytes and a 10-byte body. */
 const WELCOME_BYTES = 15;
 
 /** Fast reconnects for tests. */
 const FAST = { initialDelayMs: 5, maxDelayMs: 40 } as const;
-
-/** Copies `from` to `to` through `transform` until either side ends; then cuts the link. */
-async function pump(
-  link: Link,
-  from: Deno.Conn,
-  to: Deno.Conn,
-  transform: (chunk: Uint8Array) => Uint8Array,
-): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  try {
-    for (;;) {
-      const n = await from.read(buf);
-      if (n === null) break;
-      const out = transform(buf.slice(0, n));
-      if (out.length > 0) await writeAll(to, out);
-    }
-  } catch {
-    // cut
-  } finally {
-    link.cut();
-  }
-}
-
-/**
- * A loopback TCP proxy to `target`. `serverToClient(link, chunk, offset)` may rewrite or swallow
- * (return an empty array) what the server sends on link number `link` (0 for the first
- * connection), `offset` being where `chunk` starts in that link's server-to-client stream.
- */
-function rewritingProxy(
-  target: number,
-  serverToClient: (link: number, chunk: Uint8Array, offset: number) => Uint8Array,
-): TcpProxy {
-  return new TcpProxy(target, (link, index) => {
-    let offset = 0;
-    return [
-      pump(link, link.client, link.upstream, (c) => c),
-      pump(link, link.upstream, link.client, (chunk) => {
-        const out = serverToClient(index, chunk, offset);
-        offset += chunk.length;
-        return out;
-      }),
-    ];
-  });
-}
-
-/** Polls until the data file holds at least `n` records. */
-async function waitForRecords(file: string, n: number): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if ((await readRecords(file)).length >= n) return;
-    await delay(10);
-  }
-  throw new Error(`The file never reached ${n} records`);
-}
-
-/** Asserts that the file holds client `clientId`'s messages 1..n exactly once, in order. */
-async function assertExactlyOnce(file: string, clientId: number, n: number): Promise<void> {
-  const records = (await readRecords(file)).filter((r) => r.clientId === clientId);
-  deepStrictEqual(records.map((r) => r.msgId), Array.from({ length: n }, (_, i) => i + 1));
-  for (const r of records) equal(dec.decode(r.payload), `m${r.msgId}`);
-}
 
 Deno.test("ReliableClient numbers messages from 1, delivers them in order, close() waits", async () => {
   await withServer({}, async ({ port, file }) => {
@@ -313,6 +258,37 @@ Deno.test("abort() rejects pending sends at once with ClientClosedError", async 
   await client.abort();
   await rejects(pending, ClientClosedError);
   await rejects(client.send("rel", "later"), ClientClosedError);
+});
+
+Deno.test("resume: true numbers on after what the server holds; sends made before the connection wait, in order", async () => {
+  await withServer({}, async ({ port, file }) => {
+    const first = await ReliableClient.connect({ port, clientId: 2, session: 4242n });
+    for (let i = 1; i <= 5; i++) await first.send("rel", `m${i}`);
+    await first.close();
+    const again = new ReliableClient({ port, clientId: 2, session: 4242n, resume: true });
+    const sends = [6, 7, 8].map((i) => again.send("rel", `m${i}`));
+    equal(again.pending, 3);
+    deepStrictEqual(await Promise.all(sends), [6, 7, 8].map((msgId) => ({ msgId, how: "acked" })));
+    deepStrictEqual(again.welcome, { lastMsgId: 5, sessionKnown: true });
+    equal(again.nextMsgId, 9);
+    await again.close();
+    await assertExactlyOnce(file, 2, 8);
+    // A session the server has never seen: numbered from 1, and WELCOME says it was unknown.
+    const fresh = await ReliableClient.connect({ port, clientId: 3, session: 77n, resume: true });
+    deepStrictEqual(fresh.welcome, { lastMsgId: 0, sessionKnown: false });
+    deepStrictEqual(await fresh.send("rel", "m1"), { msgId: 1, how: "acked" });
+    await fresh.close();
+    await assertExactlyOnce(file, 3, 1);
+  });
+});
+
+Deno.test("resume: true, a send waiting for the first connection is rejected by abort()", async () => {
+  const client = new ReliableClient({ port: freePort(), clientId: 1, session: 5n, resume: true });
+  const parked = client.send("rel", "never").catch((e) => e);
+  equal(client.pending, 1);
+  await client.abort();
+  ok(await parked instanceof ClientClosedError);
+  equal(client.pending, 0);
 });
 
 Deno.test("a wrong token (ERROR 3) is fatal: pending sends are rejected with it, no retries", async () => {

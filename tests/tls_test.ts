@@ -63,3 +63,33 @@ Deno.test("TLS: msgclient --ca FILE sends over TLS", async () => {
     await Deno.remove(certDir, { recursive: true });
   }
 });
+
+Deno.test("TLS: msgclient --ca FILE with SERVERS sends over TLS through ReliableClient", async () => {
+  const certDir = await Deno.makeTempDir();
+  try {
+    const { ca, cert, key } = await makeCertificate(certDir);
+    await withServer({ TLS_CERT: cert, TLS_KEY: key }, async ({ port, file }) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../src/cli/msgclient.ts", import.meta.url).pathname,
+          "--servers",
+          `127.0.0.1:${port}`,
+          "--ca",
+          ca,
+          "4",
+          "secure,twice",
+        ],
+        cwd: certDir,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      match(new TextDecoder().decode(out.stdout), /^ack msg_id=1 .*\nack msg_id=2 /);
+      equal(await readText(file), "4 1 client_4 secure\n4 2 client_4 twice\n");
+    });
+  } finally {
+    await Deno.remove(certDir, { recursive: true });
+  }
+});

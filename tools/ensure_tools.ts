@@ -25,6 +25,8 @@ export const TOOLS = {
   "nats-server": { package: "nats-server", binary: "nats-server" },
   chromium: { package: "chromium", binary: "/usr/bin/chromium" },
   prometheus: { package: "prometheus", binary: "promtool" },
+  systemd: { package: "systemd", binary: "systemd-analyze" },
+  logrotate: { package: "logrotate", binary: "logrotate" },
 } as const satisfies Record<string, Tool>;
 
 /** The name of an external tool. */

@@ -1,7 +1,8 @@
 /**
  * The server the load tool starts when no `--port` is given: msgserver as a child process
  * (through the tests' {@linkcode spawnServer}) on a free port, with a fresh data file in a temp
- * dir, settings by flags only, and its warnings echoed to stderr as they come.
+ * dir, settings by flags only (more can be given, e.g. the cluster preset's `--store jetstream`
+ * and `--nats-*`), and its warnings echoed to stderr as they come.
  *
  * @module
  */
@@ -19,6 +20,16 @@ import { readCpu, readStatusBytes } from "./proc.ts";
 const ECHO_LIMIT = 40;
 /** How long the server has to print its listening line. */
 const START_TIMEOUT_MS = 30_000;
+
+/** Options of {@linkcode ChildServer.start}. */
+export interface ChildServerOptions {
+  /** Flags after the tool's own (which they override), e.g. `["--store", "jetstream"]`. */
+  args?: string[];
+  /** Where to make its temp dir; the system's temp folder by default. */
+  parentDir?: string;
+  /** A label for the lines it echoes (`[server]` by default, `[server R1]` with "R1"). */
+  label?: string;
+}
 
 /** What the server cost over the run, and how it ended. */
 export interface ServerOutcome {
@@ -60,16 +71,24 @@ export class ChildServer {
   }
 
   /**
-   * Starts msgserver on `host`, port 0, with `ackMode`, and waits for it to listen. Throws an
-   * `Error` with its log if it does not (and removes the temp dir).
+   * Starts msgserver on `host`, port 0, with `ackMode` and `options.args`, and waits for it to
+   * listen. Throws an `Error` with its log if it does not (and removes the temp dir).
    */
-  static async start(host: string, ackMode: AckMode): Promise<ChildServer> {
-    const dir = await Deno.makeTempDir({ prefix: "msgserver-bench-" });
+  static async start(
+    host: string,
+    ackMode: AckMode,
+    options: ChildServerOptions = {},
+  ): Promise<ChildServer> {
+    const dir = await Deno.makeTempDir({
+      prefix: "msgserver-bench-",
+      ...(options.parentDir !== undefined ? { dir: options.parentDir } : {}),
+    });
+    const label = options.label === undefined ? "[server]" : `[server ${options.label}]`;
     let echoed = 0;
     const echo = (line: string) => {
       if (/ (INFO|DEBUG) /.test(line)) return;
-      if (echoed < ECHO_LIMIT) console.error(`[server] ${line}`);
-      else if (echoed === ECHO_LIMIT) console.error("[server] (more lines in the server log)");
+      if (echoed < ECHO_LIMIT) console.error(`${label} ${line}`);
+      else if (echoed === ECHO_LIMIT) console.error(`${label} (more lines in the server log)`);
       echoed++;
     };
     try {
@@ -77,6 +96,7 @@ export class ChildServer {
         args: [
           ...["--ip", host, "--port", "0", "--file-name", `${dir}/messages.log`],
           ...["--ack-mode", ackMode, "--log-level", "info", "--auth-token", ""],
+          ...options.args ?? [],
         ],
         // In the temp dir no ./app.conf is picked up, and an empty MS_HOME skips $MS_HOME/app.conf.
         env: { MS_HOME: "" },
@@ -107,6 +127,11 @@ export class ChildServer {
   /** True once it has exited. */
   get exited(): boolean {
     return this.#spawned.exitStatus() !== null;
+  }
+
+  /** Everything it wrote to stderr so far (its log, INFO lines included). */
+  log(): string {
+    return this.#spawned.stderr();
   }
 
   /** Its resident memory now (VmRSS), or null when unknown. */

@@ -10,7 +10,7 @@
 import { closeQuietly } from "../../src/io/close_quietly.ts";
 import { writeAll } from "../../src/io/write_all.ts";
 import { Decoded, type FrameDecoder } from "../../src/protocol/decoder.ts";
-import { encodeMsg, FrameType } from "../../src/protocol/frames.ts";
+import { encodeMsg, ErrorCode, FrameType } from "../../src/protocol/frames.ts";
 import { decodeAck, decodeError, decodeNack } from "../../src/protocol/replies.ts";
 import type { Histogram } from "../histogram.ts";
 
@@ -33,8 +33,18 @@ export interface PhaseCounters {
   nacked: number;
   /** NACK code to count. */
   readonly nackCodes: Map<number, number>;
-  /** `performance.now()` of the latest ACK. */
+  /** Sessions resumed after ERROR 8, and the messages in flight then that were not stored. */
+  resumed: number;
+  abandoned: number;
+  /** `performance.now()` of the latest ACK (0 before the first). */
   lastAckAt: number;
+  /** The longest wait for an ACK so far, in ms; see `ackGap`. */
+  longestAckGapMs: number;
+  /**
+   * Called on an ACK at `now` that ends a wait longer than `longestAckGapMs` since the latest
+   * ACK (or the first send), to keep it as the longest.
+   */
+  ackGap(now: number): void;
   /** Called once by each connection when it is done. */
   connectionDone(): void;
   /** Counts an error and keeps its message as a sample. */
@@ -61,12 +71,26 @@ export interface LoadConnectionOptions {
   lastMsgId: number;
   /** The payload of every message. */
   payload: Uint8Array;
+  /**
+   * Opens a new connection in the same session (HELLO/WELCOME) after the server ended this one
+   * with ERROR 8 (unavailable: a shared store failed, resume the session); absent: ERROR 8 is an
+   * error like any other.
+   */
+  resume?: () => Promise<{ conn: Deno.TcpConn; decoder: FrameDecoder; lastMsgId: number }>;
 }
+
+/** Wait between attempts to resume a session while the server cannot take it back yet. */
+const RESUME_RETRY_MS = 100;
 
 /**
  * One connection after HELLO/WELCOME: a window of pipelined MSG frames settled by ACKs (and
  * NACKs), counted into the phase's {@linkcode PhaseCounters}. Sending writes only the msg_ids into
  * frames built once; settling walks the ids an ACK covers; neither allocates per message.
+ *
+ * Given `resume`, a session the server ends with ERROR 8 is resumed as a client would: the
+ * messages in flight at or below WELCOME's last_msg_id count as acked (the server holds them),
+ * those above it as abandoned, and sending goes on with new msg_ids (gaps are allowed), so that
+ * each msg_id is sent once and the file check knows which may be missing.
  *
  * @example
  * ```ts
@@ -91,11 +115,20 @@ export class LoadConnection {
   readonly quota: number;
   acked = 0;
   nacked = 0;
+  /** The msg_ids refused with NACK, in the order the NACKs came (allowed missing). */
+  readonly refusedIds: number[] = [];
+  /** The msg_ids in flight when a session was resumed, above its last_msg_id (not stored). */
+  readonly abandonedRanges: { first: number; last: number }[] = [];
+  /** Times the session was resumed after ERROR 8. */
+  resumed = 0;
   latencySumUs = 0;
   done = false;
 
-  readonly #conn: Deno.TcpConn;
-  readonly #decoder: FrameDecoder;
+  #conn: Deno.TcpConn;
+  #decoder: FrameDecoder;
+  readonly #resume: LoadConnectionOptions["resume"];
+  /** Set while the session is being resumed: no sends, and the old socket's errors are moot. */
+  #resuming = false;
   readonly #phase: PhaseCounters;
   readonly #window: number;
   /** Send time of id i at `i % window`. */
@@ -118,6 +151,7 @@ export class LoadConnection {
     const { window, lastMsgId } = options;
     this.#conn = options.conn;
     this.#decoder = options.decoder;
+    this.#resume = options.resume;
     this.#phase = options.phase;
     this.clientId = options.clientId;
     this.quota = options.quota;
@@ -141,6 +175,21 @@ export class LoadConnection {
     return this.#sent - this.#firstId;
   }
 
+  /** WELCOME's last_msg_id: every msg_id this connection sent is above it. */
+  get firstId(): number {
+    return this.#firstId;
+  }
+
+  /** The highest msg_id sent. */
+  get lastSent(): number {
+    return this.#sent;
+  }
+
+  /** Every msg_id up to this one was acked or refused; those above it up to `lastSent` are not. */
+  get settledThrough(): number {
+    return this.#head;
+  }
+
   /** Starts the read loop and the first send. */
   start(): void {
     this.#readLoop();
@@ -149,7 +198,7 @@ export class LoadConnection {
 
   /** Sends as many messages as the window, the quota and the phase allow. */
   pump(): void {
-    if (this.#writing || this.done) return;
+    if (this.#writing || this.done || this.#resuming) return;
     const phase = this.#phase;
     const room = this.#window - (this.#sent - this.#head);
     const left = phase.stopping ? 0 : this.quota - this.sent;
@@ -179,10 +228,14 @@ export class LoadConnection {
   }
 
   async #write(bytes: Uint8Array): Promise<void> {
+    const conn = this.#conn;
     try {
-      await writeAll(this.#conn, bytes);
+      await writeAll(conn, bytes);
     } catch (e) {
-      this.#fail(`write failed: ${(e as Error).message}`);
+      // A socket given up for a resumed session's new one fails quietly.
+      if (conn === this.#conn && !this.#resuming) {
+        this.#fail(`write failed: ${(e as Error).message}`);
+      }
     }
     this.#writing = false;
     this.pump();
@@ -190,9 +243,11 @@ export class LoadConnection {
 
   async #readLoop(): Promise<void> {
     const decoder = this.#decoder;
+    const conn = this.#conn;
     try {
       for (;;) {
-        const n = await this.#conn.read(decoder.readTarget());
+        const n = await conn.read(decoder.readTarget());
+        if (conn !== this.#conn || this.#resuming) return;
         if (n === null) {
           if (!this.done) this.#fail("closed by the server");
           return;
@@ -205,12 +260,14 @@ export class LoadConnection {
             return;
           }
           this.#onFrame(decoder.buffer, decoder.type, decoder.bodyStart, decoder.frameEnd, now);
-          if (this.#dead) return;
+          if (this.#dead || this.#resuming) return;
         }
         this.pump();
       }
     } catch (e) {
-      if (!this.#closing) this.#fail(`read failed: ${(e as Error).message}`);
+      if (!this.#closing && conn === this.#conn && !this.#resuming) {
+        this.#fail(`read failed: ${(e as Error).message}`);
+      }
     }
   }
 
@@ -240,6 +297,8 @@ export class LoadConnection {
       this.acked += count;
       this.latencySumUs += sum;
       phase.acked += count;
+      // One comparison per ACK frame, not per message: the stall figure costs the hot path nothing.
+      if (now - phase.lastAckAt > phase.longestAckGapMs) phase.ackGap(now);
       phase.lastAckAt = now;
       this.#popNacked();
     } else if (type === FrameType.NACK) {
@@ -250,6 +309,7 @@ export class LoadConnection {
         return;
       }
       (this.#nackedIds ??= new Set()).add(msgId);
+      this.refusedIds.push(msgId);
       this.nacked++;
       phase.nacked++;
       if (phase.nacked <= 5) {
@@ -260,10 +320,81 @@ export class LoadConnection {
       this.#popNacked();
     } else if (type === FrameType.ERROR) {
       const { code, reason } = decodeError(b, body, end);
+      if (code === ErrorCode.UNAVAILABLE && this.#resume !== undefined) {
+        this.#resumeSession(`ERROR ${code}: ${reason}`);
+        return;
+      }
       this.#fail(`ERROR ${code}: ${reason}`);
     } else {
       this.#fail(`unexpected frame type 0x${type.toString(16)}`);
     }
+  }
+
+  /**
+   * Opens the session again (retrying while the server cannot take it back), settles what was in
+   * flight by WELCOME's last_msg_id, and goes on sending. Ends when the connection is closed or
+   * abandoned meanwhile.
+   */
+  async #resumeSession(why: string): Promise<void> {
+    this.#resuming = true;
+    closeQuietly(this.#conn);
+    const phase = this.#phase;
+    let attempts = 0;
+    let opened;
+    for (;;) {
+      attempts++;
+      try {
+        opened = await this.#resume!();
+      } catch {
+        if (this.#dead || this.#closing) return;
+        await new Promise((r) => setTimeout(r, RESUME_RETRY_MS));
+        if (this.#dead || this.#closing) return;
+        continue;
+      }
+      if (this.#dead || this.#closing) {
+        closeQuietly(opened.conn);
+        return;
+      }
+      break;
+    }
+    const last = opened.lastMsgId;
+    if (last > this.#sent) {
+      this.#fail(`resumed at last_msg_id ${last}, above the highest msg_id sent, ${this.#sent}`);
+      closeQuietly(opened.conn);
+      return;
+    }
+    const nacked = this.#nackedIds;
+    let confirmed = 0;
+    let abandonedFrom = 0;
+    let abandoned = 0;
+    for (let id = this.#head + 1; id <= this.#sent; id++) {
+      if (nacked !== null && nacked.delete(id)) continue;
+      if (id <= last) {
+        confirmed++;
+      } else {
+        if (abandonedFrom === 0) abandonedFrom = id;
+        abandoned++;
+      }
+    }
+    if (abandoned > 0) this.abandonedRanges.push({ first: abandonedFrom, last: this.#sent });
+    this.#head = this.#sent;
+    this.acked += confirmed;
+    phase.acked += confirmed;
+    phase.abandoned += abandoned;
+    this.resumed++;
+    phase.resumed++;
+    if (phase.resumed <= 5) {
+      phase.note(
+        `client ${this.clientId}: ${why}; resumed after ${attempts} ${
+          attempts === 1 ? "attempt" : "attempts"
+        } at last_msg_id ${last}: ${confirmed} in flight stored, ${abandoned} not`,
+      );
+    }
+    this.#conn = opened.conn;
+    this.#decoder = opened.decoder;
+    this.#resuming = false;
+    this.#readLoop();
+    this.pump();
   }
 
   #popNacked(): void {
@@ -289,7 +420,7 @@ export class LoadConnection {
     this.#checkDone();
   }
 
-  /** Closes the socket; a read or write under way ends quietly. */
+  /** Closes the socket (and stops a resume under way); a read or write under way ends quietly. */
   close(): void {
     this.#closing = true;
     closeQuietly(this.#conn);

@@ -5,17 +5,21 @@
  * server as a child process on a free port with a fresh data file, and after the run stops it with
  * SIGTERM and checks that the file holds exactly one line per acknowledged message.
  *
+ * The cluster preset starts a 3-node NATS cluster instead and a msgserver per phase with
+ * STORE=jetstream (`cluster.ts`), and checks each stream's export.
+ *
  * Run `deno task bench --help` for the flags and presets. The parts: `options.ts` (flags,
  * presets), `child_server.ts` (the server it starts), `phase.ts` (one phase), `connection.ts`
  * (the per-connection send/ack loop, the hot path), `file_check.ts`, `report.ts`, `run.ts` (the
- * whole run).
+ * whole run), `cluster.ts` (the whole run of the cluster preset).
  *
  * @module
  */
 
 import { ChildServer } from "./child_server.ts";
-import { parseOptions, USAGE, UsageError } from "./options.ts";
-import { formatReport } from "./report.ts";
+import { ClusterRun } from "./cluster.ts";
+import { type Options, parseOptions, USAGE, UsageError } from "./options.ts";
+import { formatReport, type Report } from "./report.ts";
 import { runLoad } from "./run.ts";
 
 /**
@@ -43,6 +47,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (options.cluster) return await mainCluster(options);
   let server: ChildServer | null = null;
   if (options.port === null) {
     try {
@@ -63,14 +68,54 @@ export async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   const report = await runLoad(options, server);
-  if (options.json) console.log(JSON.stringify(report, null, 2));
-  else console.log(formatReport(report));
+  print(report, options);
   Deno.removeSignalListener("SIGINT", onSignal);
   if (server !== null) {
     if (keep || !report.ok) console.error(`bench: kept ${server.dir} (messages.log, server.log)`);
     else await server.removeDir();
   }
   return report.ok ? 0 : 1;
+}
+
+/** Longest Ctrl-C waits for the cluster preset's processes to stop before it exits anyway. */
+const ABORT_LIMIT_MS = 10_000;
+
+/** The cluster preset: its own NATS cluster, a msgserver per phase, the exports checked. */
+async function mainCluster(options: Options): Promise<number> {
+  const run = new ClusterRun(options);
+  let aborting = false;
+  const onSignal = () => {
+    if (aborting) return;
+    aborting = true;
+    console.error("bench: interrupted: stopping msgserver and the NATS cluster");
+    setTimeout(() => Deno.exit(130), ABORT_LIMIT_MS);
+    run.abort().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const report = await run.run();
+    print(report, options);
+    if (options.keep || !report.ok) {
+      console.error(`bench: kept ${run.dir} (per phase: server.log, export.log; nats.log)`);
+    }
+    return report.ok ? 0 : 1;
+  } catch (e) {
+    if (run.aborted) {
+      await run.abort();
+      return 130;
+    }
+    console.error(`bench: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+function print(report: Report, options: Options): void {
+  if (options.json) console.log(JSON.stringify(report, null, 2));
+  else console.log(formatReport(report));
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -29,6 +29,14 @@ export interface PhaseSpec {
    * kept during it (see `stallers.ts`); 0 or absent for none.
    */
   stallers?: number;
+  /**
+   * Run the phase against a msgserver of its own with STORE=jetstream, over a fresh stream with
+   * this many replicas in the NATS cluster the tool starts (the cluster preset); absent for the
+   * one file-store server of the other presets.
+   */
+  replicas?: number;
+  /** Seconds into the sends at which the stream's leader is killed with SIGKILL (failover). */
+  killLeaderAtS?: number;
 }
 
 /** A named benchmark: one or more phases run one after the other against one server. */
@@ -136,6 +144,16 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
     description: "256 connections, window 1, 5 s; min/median acks per connection",
     phases: [timed("fairness", 256, 1)],
   },
+  cluster: {
+    description:
+      "STORE=jetstream, its own 3-node NATS cluster: 64 x 256 at R1, at R3 (5 s each), " +
+      "at R3 with the leader killed 3 s in (15 s); exports checked",
+    phases: [
+      { ...timed("R1", 64, 256), replicas: 1 },
+      { ...timed("R3", 64, 256), replicas: 3 },
+      { ...timed("R3 failover", 64, 256), durationS: 15, replicas: 3, killLeaderAtS: 3 },
+    ],
+  },
 };
 
 /** Everything the command line decides. */
@@ -160,6 +178,11 @@ export interface Options {
   connectConcurrency: number;
   /** Token sent in HELLO. */
   token: string;
+  /**
+   * True when a phase names `replicas`: the tool starts a NATS cluster and a msgserver per phase
+   * (STORE=jetstream), and checks each stream's export instead of a data file.
+   */
+  cluster: boolean;
 }
 
 /** The `--help` text: every flag, then the presets. */
@@ -167,7 +190,9 @@ export const USAGE = `Usage: deno task bench [flags]
 
 Load generator for msgserver. Without --port it starts its own server (a child process on a free
 port, data file in a temp dir), and after the run stops it with SIGTERM and checks that the file
-has one line per acked message (exit 1 on a mismatch).
+has one line per acked message (exit 1 on a mismatch). The cluster preset starts a 3-node NATS
+cluster (nats-server) and a msgserver per phase with STORE=jetstream instead, and checks each
+stream's export (msgserver export) the same way: every acked message once.
 
 Flags:
   --connections N        connections (default 64)
@@ -186,7 +211,8 @@ Flags:
                          read (see the stalled-peers preset)
   --token TOKEN          AUTH_TOKEN for a running server (default $MS_AUTH_TOKEN)
   --json                 print one JSON object instead of the table
-  --keep                 keep the temp dir with the data file and server log
+  --keep                 keep the temp dir: the data file (the exports, for the cluster
+                         preset) and the server logs
   --help                 this text
 
 Presets:
@@ -306,7 +332,12 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
     const conns = connections ?? p.connections;
     let durationS = p.durationS;
     let total = p.perConnection !== undefined ? p.perConnection * conns : p.count;
+    let killLeaderAtS = p.killLeaderAtS;
     if (duration !== null) {
+      // The kill keeps its place in the run (a fifth of the way in), so a short run has one too.
+      if (killLeaderAtS !== undefined && p.durationS !== null) {
+        killLeaderAtS = killLeaderAtS * duration / p.durationS;
+      }
       durationS = duration;
       total = null;
     } else if (count !== null) {
@@ -322,9 +353,22 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
       count: total,
       perClientTable: p.perClientTable,
       ...(stallers ?? p.stallers ?? 0) > 0 ? { stallers: stallers ?? p.stallers! } : {},
+      ...p.replicas !== undefined ? { replicas: p.replicas } : {},
+      ...killLeaderAtS !== undefined ? { killLeaderAtS } : {},
     };
   });
   const port = int("port", values.port, 1, 65535);
+  const cluster = phases.some((p) => p.replicas !== undefined);
+  if (cluster && port !== null) {
+    throw new UsageError(
+      `--preset ${presetName} starts its own servers: --port does not go with it`,
+    );
+  }
+  if (cluster && ackMode === "durable") {
+    throw new UsageError(
+      `--preset ${presetName} runs STORE=jetstream, which does not take --ack-mode durable`,
+    );
+  }
   return {
     phases,
     preset: presetName,
@@ -337,5 +381,6 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
     connectConcurrency: int("connect-concurrency", values["connect-concurrency"], 1, 100_000) ??
       500,
     token: values.token ?? env("MS_AUTH_TOKEN") ?? "",
+    cluster,
   };
 }

@@ -14,6 +14,7 @@ import type { FrameDecoder } from "../../src/protocol/decoder.ts";
 import { replyDecoder } from "../../src/protocol/replies.ts";
 import { Histogram } from "../histogram.ts";
 import { LoadConnection, type PhaseCounters } from "./connection.ts";
+import type { ClientLedger } from "./file_check.ts";
 import { type Stallers, startStallers } from "./stallers.ts";
 import { fmtInt, fmtMiB } from "./format.ts";
 import type { PhaseSpec } from "./options.ts";
@@ -37,10 +38,15 @@ export class PhaseState implements PhaseCounters {
   acked = 0;
   nacked = 0;
   readonly nackCodes = new Map<number, number>();
+  resumed = 0;
+  abandoned = 0;
   readonly errors: string[] = [];
   errorCount = 0;
   firstSendAt = 0;
   lastAckAt = 0;
+  longestAckGapMs = 0;
+  /** `performance.now()` when the longest wait for an ACK began. */
+  longestAckGapFrom = 0;
   #done = 0;
   #total = 0;
   #resolve: (() => void) | null = null;
@@ -62,6 +68,14 @@ export class PhaseState implements PhaseCounters {
       this.#resolve = null;
       r();
     }
+  }
+
+  /** Keeps the wait that an ACK at `now` ends, if it is the longest so far. */
+  ackGap(now: number): void {
+    const from = this.lastAckAt > 0 ? this.lastAckAt : this.firstSendAt;
+    if (now - from <= this.longestAckGapMs) return;
+    this.longestAckGapMs = now - from;
+    this.longestAckGapFrom = from;
   }
 
   /** Counts an error and keeps its message as a sample. */
@@ -92,7 +106,11 @@ export interface PhaseResult extends Omit<PhaseSpec, "perClientTable"> {
   nacked: number;
   /** NACK code to count. */
   nackCodes: Record<string, number>;
-  /** Sent but neither acked nor NACKed when the phase ended. */
+  /** Sessions resumed after the server ended them with ERROR 8 (a shared store failed). */
+  resumed: number;
+  /** Messages in flight at a resume that the server had not stored (above last_msg_id). */
+  abandoned: number;
+  /** Sent but neither acked, NACKed nor abandoned when the phase ended. */
   unsettled: number;
   /** Connection errors (ERROR frames, resets, refused connects, protocol anomalies). */
   errors: number;
@@ -116,12 +134,26 @@ export interface PhaseResult extends Omit<PhaseSpec, "perClientTable"> {
     p999: number;
     max: number;
   };
+  /**
+   * The longest time without any ACK, from the first send (or an ACK) to the next ACK, or to the
+   * end of the phase: the stall a failover causes. `fromS` is when it began, in seconds after
+   * the first send.
+   */
+  longestAckGap: { ms: number; fromS: number };
+  /**
+   * The longest stretch over which acks came at under a hundredth of the phase's usual rate (see
+   * {@linkcode longestStall}): a failover's stall as a client feels it, which a few stray acks do
+   * not cut short. `fromS` as for `longestAckGap`.
+   */
+  stall: { ms: number; fromS: number };
   /** Spread of acks over the connections: the fairness figures. */
   acksPerConnection: { min: number; median: number; max: number };
   /** Each connection's client_id, acks and average latency, when the phase asks for it. */
   perClient: { client: number; acked: number; avgLatencyUs: number }[] | null;
   /** client_id to acks, for the file check. */
   ackedByClient: Map<number, number>;
+  /** client_id to what it sent and what was refused, for the file check of each msg_id. */
+  ledgers: Map<number, ClientLedger>;
 }
 
 /** What {@linkcode runPhase} needs besides the spec: the server and the run's limits. */
@@ -140,6 +172,80 @@ export interface PhaseContext {
   serverRss: () => Promise<number | null>;
   /** First client_id to use; advanced past the phase's ids. */
   nextClientId: number;
+  /**
+   * Called once every connection has started sending, with `performance.now()` of that moment
+   * (e.g. to kill a node some seconds in); the phase ends only once its promise has settled, and
+   * counts a rejection as an error.
+   */
+  whileSending?: (sendStart: number) => Promise<void>;
+}
+
+/** How often the phase notes how many messages were acked so far, for {@linkcode longestStall}. */
+const TIMELINE_MS = 100;
+
+/** Acks counted so far at a moment (`performance.now()`). */
+export interface AckSample {
+  at: number;
+  acked: number;
+}
+
+/**
+ * The longest stretch of a phase over which acks came at under a hundredth of its usual rate on
+ * average, from samples of the ack count taken every {@linkcode TIMELINE_MS} or so (the first at
+ * the first send, the last at the end). The usual rate is the median over the samples' intervals
+ * that had acks while sending (up to `sendingUntil`); a stretch must begin while sending, so the
+ * drain after the sends stopped is not one. Unlike the longest gap between two acks, a few stray
+ * acks (a batch acked as a failover began) do not cut a stall in two. Returns its length and
+ * start, or zeros.
+ *
+ * @example
+ * ```ts
+ * const acked = [0, 50, 100, 100, 101, 101, 150];
+ * const samples = acked.map((n, i) => ({ at: i * 100, acked: n }));
+ * longestStall(samples, 600); // { ms: 300, from: 200 }: one ack from 200 to 500
+ * ```
+ */
+export function longestStall(
+  samples: readonly AckSample[],
+  sendingUntil: number,
+): { ms: number; from: number } {
+  const rates: number[] = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1]!;
+    const b = samples[i]!;
+    if (b.at > a.at && b.at <= sendingUntil && b.acked > a.acked) {
+      rates.push((b.acked - a.acked) / (b.at - a.at));
+    }
+  }
+  rates.sort((x, y) => x - y);
+  const usual = rates.length === 0 ? 0 : rates[Math.floor((rates.length - 1) / 2)]!;
+  // A stretch [a, b] is a stall when acks(a, b) < slow * (b - a): with s(k) the acks up to
+  // sample k less slow * its time, when s(a) > s(b). The longest such is found in one pass over
+  // the samples, holding the starts that no earlier one beats (s rising) and searching them.
+  const slow = Math.max(usual / 100, 1e-9);
+  const starts: number[] = [];
+  const startS: number[] = [];
+  let best = { ms: 0, from: 0 };
+  for (let k = 0; k < samples.length; k++) {
+    const { at, acked } = samples[k]!;
+    const s = acked - slow * (at - samples[0]!.at);
+    if (starts.length > 0 && startS[startS.length - 1]! > s) {
+      let lo = 0;
+      let hi = starts.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (startS[mid]! > s) hi = mid;
+        else lo = mid + 1;
+      }
+      const from = samples[starts[lo]!]!.at;
+      if (at - from > best.ms) best = { ms: at - from, from };
+    }
+    if (at < sendingUntil && (starts.length === 0 || s > startS[startS.length - 1]!)) {
+      starts.push(k);
+      startS.push(s);
+    }
+  }
+  return best;
 }
 
 /**
@@ -148,10 +254,14 @@ export interface PhaseContext {
  */
 let speak = PROTOCOL_VERSION;
 
-/** Connects, sends HELLO, waits for WELCOME; returns the socket, decoder and last_msg_id. */
+/**
+ * Connects, sends HELLO in `session`, waits for WELCOME; returns the socket, decoder and
+ * last_msg_id.
+ */
 async function connectOne(
   ctx: PhaseContext,
   clientId: number,
+  session: bigint,
 ): Promise<{ conn: Deno.TcpConn; decoder: FrameDecoder; lastMsgId: number }> {
   for (;;) {
     const conn = await Deno.connect({ hostname: ctx.host, port: ctx.port });
@@ -161,7 +271,7 @@ async function connectOne(
       const decoder = replyDecoder();
       const welcome = await handshake(conn, decoder, {
         clientId,
-        session: randomSession(),
+        session,
         token: ctx.token,
         version,
       });
@@ -229,8 +339,10 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
   const connectWorker = async () => {
     while (nextIndex < spec.connections && !timedOut) {
       const i = nextIndex++;
+      const clientId = firstClient + i;
+      const session = randomSession();
       try {
-        const { conn, decoder, lastMsgId } = await connectOne(ctx, firstClient + i);
+        const { conn, decoder, lastMsgId } = await connectOne(ctx, clientId, session);
         if (timedOut) {
           conn.close();
           continue;
@@ -245,6 +357,7 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
             window: spec.window,
             lastMsgId,
             payload,
+            resume: () => connectOne(ctx, clientId, session),
           }),
         );
       } catch (e) {
@@ -270,13 +383,29 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
   // Send.
   let durationTimer: ReturnType<typeof setTimeout> | undefined;
   let progressTimer: ReturnType<typeof setInterval> | undefined;
+  let timelineTimer: ReturnType<typeof setInterval> | undefined;
+  const timeline: AckSample[] = [];
+  let sendingUntil = Infinity;
+  let sideline: Promise<void> | null = null;
   if (!timedOut) {
     phase.expect(conns.length);
     const sendStart = performance.now();
     phase.firstSendAt = sendStart;
+    timeline.push({ at: sendStart, acked: 0 });
+    // A sample every 100 ms from a timer: the stall figure costs the per-message path nothing.
+    timelineTimer = setInterval(
+      () => timeline.push({ at: performance.now(), acked: phase.acked }),
+      TIMELINE_MS,
+    );
     for (const c of conns) c.start();
+    if (ctx.whileSending !== undefined) {
+      sideline = ctx.whileSending(sendStart).catch((e) =>
+        phase.error(`while sending: ${(e as Error).message}`)
+      );
+    }
     if (spec.durationS !== null) {
       durationTimer = setTimeout(() => {
+        sendingUntil = performance.now();
         phase.stopping = true;
         for (const c of conns) c.pump();
       }, spec.durationS * 1000);
@@ -295,8 +424,9 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       console.error(
         `[${spec.name}] ${((now - sendStart) / 1000).toFixed(1)}s acked ${fmtInt(phase.acked)}` +
           ` (${fmtInt(rate)} msg/s now, ${fmtInt(avg)} avg) in flight ` +
-          `${fmtInt(phase.sent - phase.acked - phase.nacked)} nacked ${fmtInt(phase.nacked)}` +
-          ` errors ${phase.errorCount} server RSS ${fmtMiB(rss)}`,
+          `${fmtInt(phase.sent - phase.acked - phase.nacked - phase.abandoned)} nacked ` +
+          `${fmtInt(phase.nacked)} resumed ${phase.resumed} errors ${phase.errorCount} ` +
+          `server RSS ${fmtMiB(rss)}`,
       );
     }, 1000);
     const left = hardDeadline - performance.now();
@@ -306,9 +436,20 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       for (const c of conns) c.abandon();
     }
   }
-  clearTimeout(hardTimer);
+  // A stall that lasted to the end (no ACK after it) counts until the last connection was done.
+  clearInterval(timelineTimer);
+  if (phase.firstSendAt > 0) {
+    const end = performance.now();
+    phase.ackGap(end);
+    timeline.push({ at: end, acked: phase.acked });
+  }
+  const stall = longestStall(timeline, sendingUntil);
   clearTimeout(durationTimer);
   clearInterval(progressTimer);
+  if (sideline !== null && await Promise.race([sideline, hardTimeout]) === "timeout") {
+    timedOut = true;
+  }
+  clearTimeout(hardTimer);
   if (timedOut) phase.error(`phase hit the --timeout of ${timeoutS} s`);
   for (const c of conns) c.close();
   if (stallers !== null) {
@@ -326,7 +467,17 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
   const h = phase.hist;
   const acks = conns.map((c) => c.acked).sort((a, b) => a - b);
   const ackedByClient = new Map<number, number>();
-  for (const c of conns) ackedByClient.set(c.clientId, c.acked);
+  const ledgers = new Map<number, ClientLedger>();
+  for (const c of conns) {
+    ackedByClient.set(c.clientId, c.acked);
+    ledgers.set(c.clientId, {
+      firstId: c.firstId,
+      settledThrough: c.settledThrough,
+      lastSent: c.lastSent,
+      refused: c.refusedIds,
+      abandoned: c.abandonedRanges,
+    });
+  }
   return {
     name: spec.name,
     connections: spec.connections,
@@ -341,7 +492,9 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
     acked: phase.acked,
     nacked: phase.nacked,
     nackCodes: Object.fromEntries([...phase.nackCodes].map(([k, v]) => [String(k), v])),
-    unsettled: phase.sent - phase.acked - phase.nacked,
+    resumed: phase.resumed,
+    abandoned: phase.abandoned,
+    unsettled: phase.sent - phase.acked - phase.nacked - phase.abandoned,
     errors: phase.errorCount,
     errorSamples: phase.errors,
     timedOut,
@@ -357,6 +510,16 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       p999: h.valueAtPercentile(99.9),
       max: h.max,
     },
+    longestAckGap: {
+      ms: phase.longestAckGapMs,
+      fromS: phase.longestAckGapFrom === 0
+        ? 0
+        : (phase.longestAckGapFrom - phase.firstSendAt) / 1000,
+    },
+    stall: {
+      ms: stall.ms,
+      fromS: stall.ms === 0 ? 0 : (stall.from - phase.firstSendAt) / 1000,
+    },
     acksPerConnection: {
       min: acks[0] ?? 0,
       median: acks.length === 0 ? 0 : acks[Math.floor((acks.length - 1) / 2)]!,
@@ -370,5 +533,6 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       }))
       : null,
     ackedByClient,
+    ledgers,
   };
 }

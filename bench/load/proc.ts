@@ -1,6 +1,6 @@
 /**
- * Readings from /proc (Linux): CPU seconds and memory of the server the load tool started, and of
- * the load tool itself.
+ * Readings from /proc (Linux): CPU seconds and memory of the server the load tool started, of the
+ * load tool itself, of the NATS nodes of the cluster preset, and of the whole machine.
  *
  * @module
  */
@@ -54,4 +54,26 @@ export async function readStatusBytes(pid: number, key: string): Promise<number 
   if (text === null) return null;
   const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text);
   return m === null ? null : Number(m[1]) * 1024;
+}
+
+/**
+ * The whole machine's CPU time so far from /proc/stat, in seconds summed over its cores: `busy`
+ * (user, nice, system, irq, softirq, steal) and `total` (busy, idle and iowait); with `cores`,
+ * what shows whether other work shared the machine during a run. Null when it cannot be read.
+ *
+ * @example
+ * ```ts
+ * const a = await readMachineCpu();
+ * await new Promise((r) => setTimeout(r, 1000));
+ * const b = await readMachineCpu();
+ * if (a !== null && b !== null) console.log(`${((b.busy - a.busy) * 100).toFixed(0)}% busy`);
+ * ```
+ */
+export async function readMachineCpu(): Promise<{ busy: number; total: number } | null> {
+  const text = await readProc("/proc/stat");
+  const m = text === null ? null : /^cpu +(.*)$/m.exec(text);
+  if (m === null) return null;
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = m[1]!.split(/ +/).map(Number);
+  const busy = user! + nice! + system! + irq! + softirq! + (steal ?? 0);
+  return { busy: busy / 100, total: (busy + idle! + iowait!) / 100 };
 }

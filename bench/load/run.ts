@@ -7,13 +7,13 @@
 
 import type { ChildServer, ServerOutcome } from "./child_server.ts";
 import { checkFile, type FileCheck } from "./file_check.ts";
-import type { Options } from "./options.ts";
+import type { Options, PhaseSpec } from "./options.ts";
 import { type PhaseContext, type PhaseResult, runPhase } from "./phase.ts";
 import { readCpu } from "./proc.ts";
 import type { Report } from "./report.ts";
 
-/** How long the server has to exit after SIGTERM before it is killed. */
-const STOP_LIMIT_MS = 30_000;
+/** How long a server the tool started has to exit after SIGTERM before it is killed. */
+export const STOP_LIMIT_MS = 30_000;
 
 /**
  * Runs the phases of `options` against `server` (started by the caller; null to use the one at
@@ -48,11 +48,7 @@ export async function runLoad(options: Options, server: ChildServer | null): Pro
   const problems: string[] = [];
   for (const spec of options.phases) {
     if (server?.exited) break;
-    const what = spec.durationS !== null ? `${spec.durationS} s` : `${spec.count} messages`;
-    console.error(
-      `bench: phase "${spec.name}": ${spec.connections} connections, window ${spec.window}, ` +
-        `${spec.size} B payload, ${what}`,
-    );
+    console.error(`bench: ${describePhase(spec)}`);
     const result = await runPhase(spec, ctx);
     results.push(result);
     if (result.timedOut) break;
@@ -64,22 +60,13 @@ export async function runLoad(options: Options, server: ChildServer | null): Pro
   let fileCheck: FileCheck | null = null;
   if (server !== null) {
     outcome = await server.stop(STOP_LIMIT_MS);
-    const { exit, exitedEarly } = outcome;
-    if (exitedEarly) problems.push(`the server exited during the run (code ${exit.code})`);
-    if (exit.timedOut) problems.push("the server did not exit within 30 s of SIGTERM");
-    else if (exit.code !== 0 && !exitedEarly) {
-      problems.push(`the server exited with code ${exit.code} after SIGTERM`);
-    }
+    problems.push(...serverProblems(outcome, "the server"));
     const ackedByClient = new Map<number, number>();
     for (const r of results) for (const [k, v] of r.ackedByClient) ackedByClient.set(k, v);
     fileCheck = await checkFile(server.file, ackedByClient);
-    problems.push(...fileProblems(fileCheck, results));
+    problems.push(...fileProblems(fileCheck, results, "the data file"));
   }
-  for (const r of results) {
-    if (r.timedOut) problems.push(`phase "${r.name}" timed out`);
-    if (r.unsettled > 0) problems.push(`phase "${r.name}": ${r.unsettled} messages never settled`);
-    if (r.errors > 0) problems.push(`phase "${r.name}": ${r.errors} errors`);
-  }
+  problems.push(...phaseProblems(results));
   if (results.length < options.phases.length) problems.push("not every phase ran");
   const cpu = outcome?.cpu ?? null;
   return {
@@ -99,30 +86,128 @@ export async function runLoad(options: Options, server: ChildServer | null): Pro
       dataFile: server !== null && (options.keep || problems.length > 0) ? server.file : null,
     },
     loadCpuS: selfCpu === null ? null : selfCpu.user + selfCpu.sys,
-    phases: results.map(({ ackedByClient: _, ...rest }) => rest),
+    phases: results.map(phaseReport),
     fileCheck,
     ok: problems.length === 0,
     problems,
   };
 }
 
-/** The problems a failed file check adds to the report. */
-function fileProblems(check: FileCheck, results: PhaseResult[]): string[] {
+/**
+ * The line that announces a phase: its name, connections, window, payload and length.
+ *
+ * @example
+ * ```ts
+ * import { parseOptions } from "./options.ts";
+ * describePhase(parseOptions([])!.phases[0]!);
+ * // 'phase "run": 64 connections, window 256, 100 B payload, 5 s'
+ * ```
+ */
+export function describePhase(spec: PhaseSpec): string {
+  const what = spec.durationS !== null ? `${spec.durationS} s` : `${spec.count} messages`;
+  return `phase "${spec.name}": ${spec.connections} connections, window ${spec.window}, ` +
+    `${spec.size} B payload, ${what}`;
+}
+
+/**
+ * A phase's result as the report holds it: without the maps the file check needed.
+ *
+ * @example
+ * ```ts
+ * import { type PhaseResult } from "./phase.ts";
+ * declare const result: PhaseResult;
+ * console.log(JSON.stringify(phaseReport(result)));
+ * ```
+ */
+export function phaseReport(result: PhaseResult): Report["phases"][number] {
+  const { ackedByClient: _, ledgers: __, ...rest } = result;
+  return rest;
+}
+
+/**
+ * The problems of the phases themselves: cut short by the timeout, messages left unsettled,
+ * errors.
+ *
+ * @example
+ * ```ts
+ * import { type PhaseResult } from "./phase.ts";
+ * declare const results: PhaseResult[];
+ * for (const p of phaseProblems(results)) console.error(`PROBLEM: ${p}`);
+ * ```
+ */
+export function phaseProblems(results: PhaseResult[]): string[] {
+  const problems: string[] = [];
+  for (const r of results) {
+    if (r.timedOut) problems.push(`phase "${r.name}" timed out`);
+    if (r.unsettled > 0) problems.push(`phase "${r.name}": ${r.unsettled} messages never settled`);
+    if (r.errors > 0) problems.push(`phase "${r.name}": ${r.errors} errors`);
+  }
+  return problems;
+}
+
+/**
+ * The problems of a server the tool started, once stopped: gone early, slow to stop, a bad exit.
+ * `what` names it (`the server`, `msgserver of phase "R1"`).
+ *
+ * @example
+ * ```ts
+ * import type { ChildServer } from "./child_server.ts";
+ * declare const server: ChildServer;
+ * console.log(serverProblems(await server.stop(30_000), "the server"));
+ * ```
+ */
+export function serverProblems(outcome: ServerOutcome, what: string): string[] {
+  const problems: string[] = [];
+  const { exit, exitedEarly } = outcome;
+  if (exitedEarly) problems.push(`${what} exited during the run (code ${exit.code})`);
+  if (exit.timedOut) problems.push(`${what} did not exit within 30 s of SIGTERM`);
+  else if (exit.code !== 0 && !exitedEarly) {
+    problems.push(`${what} exited with code ${exit.code} after SIGTERM`);
+  }
+  return problems;
+}
+
+/**
+ * The problems a failed file check adds to the report; `what` names the file (`the data file`,
+ * `the export of phase "R1"`).
+ *
+ * @example
+ * ```ts
+ * import { checkFile } from "./file_check.ts";
+ * import { type PhaseResult } from "./phase.ts";
+ * declare const results: PhaseResult[];
+ * const check = await checkFile("messages.log", results[0]!.ackedByClient);
+ * console.log(fileProblems(check, results, "the data file"));
+ * ```
+ */
+export function fileProblems(check: FileCheck, results: PhaseResult[], what: string): string[] {
   if (check.ok) return [];
   const problems: string[] = [];
-  const { lines, expected, defects } = check;
-  if (lines !== expected || check.clientMismatchCount > 0 || check.tornTail) {
+  const { lines, expected, defects, ids } = check;
+  if (ids !== undefined) {
+    const e = ids.samples.length > 0 ? `, e.g. ${ids.samples.join("; ")}` : "";
+    if (ids.lost > 0) problems.push(`LOST: ${ids.lost} acked messages not in ${what}${e}`);
+    if (ids.doubled > 0) {
+      problems.push(`DOUBLED: ${ids.doubled} lines repeat a msg_id in ${what}${e}`);
+    }
+    if (ids.unexpected > 0) {
+      problems.push(`${what} has ${ids.unexpected} lines with a msg_id never sent${e}`);
+    }
+  }
+  if (
+    (ids === undefined && lines !== expected) || check.clientMismatchCount > 0 || check.tornTail
+  ) {
     const unsettled = results.reduce((s, r) => s + r.unsettled, 0);
     const extra = lines - expected;
     problems.push(
-      `MISMATCH: the data file has ${lines} lines, ${expected} acked` +
+      `MISMATCH: ${what} has ${lines} lines, ${expected} acked` +
         (extra > 0 && extra <= unsettled
           ? ` (the ${extra} extra lines may be among the ${unsettled} messages left unsettled)`
           : ""),
     );
   }
   if (defects !== undefined) {
-    problems.push(`the data file has ${defects.count} defective lines, e.g. ${defects.samples[0]}`);
+    problems.push(`${what} has ${defects.count} defective lines, e.g. ${defects.samples[0]}`);
   }
   return problems;
 }

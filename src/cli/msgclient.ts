@@ -1,13 +1,23 @@
 /**
  * `msgclient <client_id> <msg1,msg2,...>`: sends the messages with the name `client_<id>` and
  * msg_ids 1..n in a fresh session, prints each ack, the total time and the average latency, and
- * exits 1 if any message was not acked. `--stdin` sends one message per input line.
+ * exits 1 if any message was not acked. `--stdin` sends one message per input line. With SERVERS
+ * set it sends through {@linkcode ReliableClient}, which reconnects and fails over between them.
  *
  * @module
  */
 
-import { type Config, ConfigError, configHelp, loadConfig } from "../config.ts";
+import {
+  type Config,
+  ConfigError,
+  configHelp,
+  type HostPort,
+  loadConfig,
+  parseHostPorts,
+} from "../config.ts";
 import { ConnectionError, MsgClient, NackError } from "../client/client.ts";
+import { GiveUpError, ReliableClient } from "../client/reliable.ts";
+import { formatServer } from "../client/servers.ts";
 
 const USAGE = `Usage: msgclient [--config PATH] [--KEY VALUE ...] <client_id> <msg1,msg2,...>
        msgclient [--config PATH] [--KEY VALUE ...] --stdin <client_id>
@@ -20,6 +30,13 @@ message was acked, 1 if any was not, 2 for bad usage or config.
 With --session ID the messages go on an existing session: numbered on from the last msg_id the
 server holds for it (first line: "session ID resumed after msg_id N"). If the server holds no
 record of that session (new, or forgotten) it says so on stderr and numbers from 1.
+
+With SERVERS set (--servers host1:port1,host2:port2) IP and PORT are not used: the messages go to
+the first of those servers that answers, and when a connection is lost or refused, to the next,
+round robin, resuming the session there (the servers must share their store for exactly-once).
+A message the server already held on reconnect counts as acked, once. Unacked messages sent to a
+server that is lost, when the next one does not know the session, are reported "lost" (they may
+or may not be stored). It gives up after 30 s without any connection.
 
 Flags:
   --config PATH                 the config file
@@ -58,7 +75,73 @@ async function* linesOf(stream: ReadableStream<Uint8Array>): AsyncGenerator<stri
   if (rest !== "") yield rest.replace(/\r$/, "");
 }
 
-function track(client: MsgClient, name: string, message: string, tally: Tally): Promise<void> {
+/** What sending needs of a {@linkcode MsgClient} or a {@linkcode ReliableClient}. */
+interface Sender {
+  readonly nextMsgId: number;
+  send(name: string, payload: string): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+interface Opened {
+  sender: Sender;
+  /** The first WELCOME's last_msg_id and session_state. */
+  lastMsgId: number;
+  sessionKnown: boolean | null;
+  /** Called after the summary line. */
+  report(): void;
+}
+
+interface ConnectOptions {
+  tls: { caCerts?: string[] } | null;
+  session: bigint | null;
+}
+
+async function connectDirect(
+  config: Config,
+  clientId: number,
+  options: ConnectOptions,
+): Promise<Opened> {
+  const { tls, session } = options;
+  const client = await MsgClient.connect({
+    hostname: config.IP,
+    port: config.PORT,
+    clientId,
+    token: config.AUTH_TOKEN,
+    ...(tls === null ? {} : { tls }),
+    ...(session === null ? {} : { session }),
+  });
+  const { lastMsgId, sessionKnown } = client;
+  return { sender: client, lastMsgId, sessionKnown, report: () => {} };
+}
+
+async function connectReliable(
+  config: Config,
+  servers: HostPort[],
+  clientId: number,
+  options: ConnectOptions,
+): Promise<Opened> {
+  const { tls, session } = options;
+  const client = await ReliableClient.connect({
+    servers,
+    clientId,
+    token: config.AUTH_TOKEN,
+    ...(tls === null ? {} : { tls }),
+    ...(session === null ? {} : { session, resume: true }),
+  });
+  // connect() resolves once the first WELCOME is in.
+  const { lastMsgId, sessionKnown } = client.welcome!;
+  const report = () => {
+    const { connects, failovers } = client.stats;
+    if (connects > 1) {
+      console.error(
+        `msgclient: reconnected ${connects - 1} times, ${failovers} of them to another server`,
+      );
+    }
+  };
+  return { sender: client, lastMsgId, sessionKnown, report };
+}
+
+function track(client: Sender, name: string, message: string, tally: Tally): Promise<void> {
   const msgId = client.nextMsgId;
   const sentAt = performance.now();
   return client.send(name, message).then(() => {
@@ -78,29 +161,26 @@ function track(client: MsgClient, name: string, message: string, tally: Tally): 
 
 async function run(
   config: Config,
+  servers: HostPort[],
   clientId: number,
   messages: AsyncIterable<string> | string[],
-  options: { tls: { caCerts?: string[] } | null; session: bigint | null },
+  options: ConnectOptions,
 ) {
   const tally: Tally = { acked: 0, refused: 0, latencyUs: 0 };
   const started = performance.now();
-  const { tls, session } = options;
-  const client = await MsgClient.connect({
-    hostname: config.IP,
-    port: config.PORT,
-    clientId,
-    token: config.AUTH_TOKEN,
-    ...(tls === null ? {} : { tls }),
-    ...(session === null ? {} : { session }),
-  });
+  const { session } = options;
+  const opened = servers.length === 0
+    ? await connectDirect(config, clientId, options)
+    : await connectReliable(config, servers, clientId, options);
+  const client = opened.sender;
   if (session !== null) {
-    if (client.sessionKnown === false) {
+    if (opened.sessionKnown === false) {
       console.error(
         `msgclient: session ${session} is unknown to the server (new, or forgotten past ` +
           "MAX_SESSIONS or in a restart it could not recover): numbering from msg_id 1",
       );
     } else {
-      console.log(`session ${session} resumed after msg_id ${client.lastMsgId}`);
+      console.log(`session ${session} resumed after msg_id ${opened.lastMsgId}`);
     }
   }
   const name = `client_${clientId}`;
@@ -126,6 +206,7 @@ async function run(
     `sent ${sent} messages in ${totalMs.toFixed(3)} ms: ${tally.acked} acked, ` +
       `${tally.refused} not acked; average latency ${average} us`,
   );
+  opened.report();
   return tally.refused === 0 && tally.acked === sent ? 0 : 1;
 }
 
@@ -168,6 +249,8 @@ async function main(args: string[]): Promise<number> {
     return fail(`client_id is "${idText}"; allowed: an integer from 0 to 4294967295`);
   }
   const messages = flags.stdin ? linesOf(Deno.stdin.readable) : positionals[1]!.split(",");
+  // Checked when the config was loaded.
+  const servers = parseHostPorts(config.SERVERS);
   try {
     let tls: { caCerts?: string[] } | null = null;
     if (config.TLS_CA !== "") {
@@ -179,14 +262,18 @@ async function main(args: string[]): Promise<number> {
     } else if (flags.tls === true) {
       tls = {};
     }
-    return await run(config, Number(idText), messages, { tls, session });
+    return await run(config, servers, Number(idText), messages, { tls, session });
   } catch (e) {
     if (
       e instanceof ConnectionError || e instanceof Deno.errors.ConnectionRefused ||
       e instanceof Deno.errors.NotFound || e instanceof Deno.errors.InvalidData ||
-      e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.TimedOut
+      e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.TimedOut ||
+      e instanceof GiveUpError
     ) {
-      console.error(`msgclient: cannot send to ${config.IP}:${config.PORT}: ${e.message}`);
+      const where = servers.length === 0
+        ? `${config.IP}:${config.PORT}`
+        : servers.map(formatServer).join(",");
+      console.error(`msgclient: cannot send to ${where}: ${e.message}`);
       return 1;
     }
     throw e;

@@ -1,6 +1,7 @@
 /**
  * `msgserver`: runs the server with app.conf and flags until SIGINT or SIGTERM; `msgserver verify`
- * audits a data file; `msgserver export` copies a JetStream stream's records to one.
+ * audits a data file; `msgserver export` copies a JetStream stream's records to one; `msgserver
+ * status` shows a running server's health and figures.
  *
  * @module
  */
@@ -15,6 +16,8 @@ const USAGE = `Usage: msgserver [--config PATH] [--KEY VALUE ...]
        msgserver verify [FILE] [--config PATH]   (default FILE: FILE_NAME from the config)
        msgserver export [--config PATH] [--follow] [--consumer NAME] [--KEY VALUE ...] <output_file>
                                                 (msgserver export --help says more)
+       msgserver status [--config PATH] [--url URL] [--interval SECONDS] [--KEY VALUE ...]
+                                                (msgserver status --help says more)
 
 Runs the message server. Settings come from --config PATH, else $MS_HOME/app.conf, else
 ./app.conf, else the defaults; MS_AUTH_TOKEN in the environment sets AUTH_TOKEN; flags win.
@@ -30,6 +33,10 @@ async function main(args: string[]): Promise<number> {
     // Loaded only here, so that the server and the verifier never load the NATS client.
     const { exportCommand } = await import("../export/command.ts");
     return await exportCommand(args.slice(1));
+  }
+  if (args[0] === "status") {
+    const { statusCommand } = await import("../status/command.ts");
+    return await statusCommand(args.slice(1));
   }
   const verify = args[0] === "verify";
   let loaded;

@@ -28,5 +28,6 @@ export {
   type ReliableStats,
   SessionLostError,
 } from "./reliable.ts";
+export { formatServer, type Server, type ServerAddress } from "./servers.ts";
 export { ErrorCode, MAX_NAME_BYTES, NackCode, PROTOCOL_VERSION } from "../protocol/frames.ts";
 export type { Welcome } from "../protocol/replies.ts";

@@ -11,6 +11,11 @@
  * or lost in a restart), what was sent and not acked is reported with {@linkcode SessionLostError}
  * rather than resent, unless `onSessionLost: "resend"` asks for at-least-once.
  *
+ * Given several `servers` (nodes sharing one store, so that any of them can resume the session),
+ * it fails over between them: a failed attempt or a lost connection moves it to the next address
+ * at once, and the backoff sleep comes once per round of addresses that all failed (see
+ * `servers.ts`).
+ *
  * (Over 400 lines: one class, whose state is the messages in flight across reconnects; splitting
  * it would only scatter that state. Its errors and options come first.)
  *
@@ -29,6 +34,7 @@
 import { ErrorCode, NackCode } from "../protocol/frames.ts";
 import { nameProblem } from "../protocol/name.ts";
 import { ConnectionError, MsgClient, NackError, randomSession } from "./client.ts";
+import { Rotation, type Server, type ServerAddress, serverList } from "./servers.ts";
 
 /**
  * Options of {@linkcode ReliableClient}.
@@ -36,24 +42,46 @@ import { ConnectionError, MsgClient, NackError, randomSession } from "./client.t
  * @example
  * ```ts
  * const options: ReliableOptions = { port: 9000, clientId: 1, maxDelayMs: 500 };
+ * const failover: ReliableOptions = {
+ *   servers: [{ hostname: "10.0.0.1", port: 9000 }, { hostname: "10.0.0.2", port: 9000 }],
+ *   clientId: 1,
+ * };
  * ```
  */
 export interface ReliableOptions {
-  /** Server address; default 127.0.0.1. */
+  /** The server's address, with `port` (not with `servers`); default 127.0.0.1. */
   hostname?: string;
-  /** Server port. */
-  port: number;
+  /** The server's port, 1 to 65535; give it or `servers`, not both. */
+  port?: number;
+  /**
+   * Several servers, tried in this order and round robin after each failed attempt or lost
+   * connection (not with `hostname` and `port`). For exactly-once they must share one store, so
+   * that each one's WELCOME.last_msg_id is right for the session; a node that does not know the
+   * session is handled as `onSessionLost` says.
+   */
+  servers?: ReadonlyArray<ServerAddress>;
   /** u32 client id written at the start of each line. */
   clientId: number;
   /** The server's AUTH_TOKEN, if it has one. */
   token?: string;
+  /** Connect with TLS; `caCerts` (PEM) are trusted besides the system's roots. */
+  tls?: { caCerts?: string[] };
   /**
    * The u64 session id, used on every connection; default a fresh {@linkcode randomSession}.
    * It must be one no other producer uses: a server that holds ids this client never sent for it
    * stops the client with a {@linkcode ConnectionError} ("session conflict").
    */
   session?: bigint;
-  /** First reconnect delay in ms (before jitter); default 50. */
+  /**
+   * Go on in a `session` that already holds messages: number on after the msg_id the first
+   * connection's WELCOME says the server holds (instead of from 1). `send` calls made before that
+   * connection wait for it, in order. Default false.
+   */
+  resume?: boolean;
+  /**
+   * Reconnect delay in ms (before jitter) after the first round of addresses that all failed (with
+   * one server: after each failed attempt or lost connection); it doubles each round. Default 50.
+   */
   initialDelayMs?: number;
   /** Longest reconnect delay in ms (before jitter); default 2000. */
   maxDelayMs?: number;
@@ -64,7 +92,10 @@ export interface ReliableOptions {
   giveUpAfterMs?: number;
   /** Most messages kept unacked at once; `send` waits for room beyond it. Default 10000. */
   maxInFlight?: number;
-  /** Longest wait for WELCOME on one connection attempt, in ms; default 5000. */
+  /**
+   * Longest wait for WELCOME on one connection attempt, in ms; default 5000. A node that drops
+   * packets rather than refusing them costs this much before the next address is tried.
+   */
   connectTimeoutMs?: number;
   /** Source of randomness in [0, 1) for the backoff jitter; default `Math.random`. */
   random?: () => number;
@@ -206,6 +237,8 @@ export interface ReliableStats {
   sessionsLost: number;
   /** Messages rejected with SessionLostError: they may or may not have been stored. */
   uncertain: number;
+  /** Connections made to another address than the connection before (several `servers`). */
+  failovers: number;
 }
 
 interface Entry {
@@ -217,6 +250,14 @@ interface Entry {
   /** Whether it was already sent on an earlier connection. */
   sent: boolean;
   done: boolean;
+}
+
+/** A `send` waiting for the first connection (option `resume`). */
+interface Parked {
+  readonly name: Uint8Array;
+  readonly payload: Uint8Array;
+  readonly resolve: (d: Delivery) => void;
+  readonly reject: (e: Error) => void;
 }
 
 /** ERROR codes after which reconnecting cannot help: protocol, version, authentication. */
@@ -268,15 +309,14 @@ export class ReliableClient {
     refused: 0,
     sessionsLost: 0,
     uncertain: 0,
+    failovers: 0,
   };
 
   readonly #options: ReliableOptions;
-  readonly #initialDelay: number;
-  readonly #maxDelay: number;
+  readonly #rotation: Rotation;
   readonly #giveUpAfter: number;
   readonly #maxInFlight: number;
   readonly #connectTimeout: number;
-  readonly #random: () => number;
 
   /** Admitted messages not yet delivered or refused, in msg_id order. */
   readonly #unacked = new Map<number, Entry>();
@@ -287,8 +327,16 @@ export class ReliableClient {
   #toSend: Entry[] = [];
   #toSendHead = 0;
   #draining = false;
+  /**
+   * With `resume`, until the first connection: the sends waiting for it to learn where numbering
+   * starts, in call order. Null otherwise.
+   */
+  #parked: Parked[] | null;
 
   #client: MsgClient | null = null;
+  /** Where the previous connection was, to count failovers; -1 before the first. */
+  #lastServerIndex = -1;
+  #welcome: Readonly<{ lastMsgId: number; sessionKnown: boolean | null }> | null = null;
   #nextId = 1;
   #maxSentId = 0;
   #failure: Error | null = null;
@@ -301,22 +349,29 @@ export class ReliableClient {
 
   /**
    * Creates the client and starts connecting in the background; `send` may be called at once.
+   * Throws `TypeError` when the options give both `servers` and `hostname`/`port`, or neither, or
+   * a hostname that is not a non-empty string; `RangeError` for an empty `servers` or a port that
+   * is not an integer from 1 to 65535.
    *
    * @example
    * ```ts
    * const client = new ReliableClient({ port: 9000, clientId: 1 });
+   * const spread = new ReliableClient({ servers: [{ port: 9000 }, { port: 9001 }], clientId: 2 });
    * ```
    */
   constructor(options: ReliableOptions) {
     this.#options = options;
+    this.#rotation = new Rotation(serverList(options), {
+      initialDelayMs: options.initialDelayMs ?? 50,
+      maxDelayMs: options.maxDelayMs ?? 2000,
+      ...(options.random === undefined ? {} : { random: options.random }),
+    });
     this.session = options.session ?? randomSession();
     this.clientId = options.clientId;
-    this.#initialDelay = options.initialDelayMs ?? 50;
-    this.#maxDelay = options.maxDelayMs ?? 2000;
     this.#giveUpAfter = options.giveUpAfterMs ?? 30000;
     this.#maxInFlight = Math.max(1, options.maxInFlight ?? 10000);
     this.#connectTimeout = options.connectTimeoutMs ?? 5000;
-    this.#random = options.random ?? Math.random;
+    this.#parked = options.resume === true ? [] : null;
     this.#loop = this.#run();
   }
 
@@ -362,14 +417,49 @@ export class ReliableClient {
     return this.#client !== null;
   }
 
-  /** The msg_id the next `send` will get. */
+  /**
+   * The address of the connection that is up (one of `servers`, or `hostname` and `port`), or
+   * null while there is none.
+   *
+   * @example
+   * ```ts
+   * declare const client: ReliableClient;
+   * const at = client.server; // { hostname: "10.0.0.2", port: 9000 } after a failover
+   * ```
+   */
+  get server(): Server | null {
+    return this.#client === null ? null : this.#rotation.current;
+  }
+
+  /**
+   * What the latest connection's WELCOME said: the highest msg_id the server held for the
+   * session, and whether it knew the session (null from a version 1 server). Null before the
+   * first connection.
+   *
+   * @example
+   * ```ts
+   * const client = await ReliableClient.connect({
+   *   port: 9000,
+   *   clientId: 1,
+   *   session: 77n,
+   *   resume: true,
+   * });
+   * if (client.welcome?.sessionKnown === false) console.error("session 77 is new to the server");
+   * ```
+   */
+  get welcome(): Readonly<{ lastMsgId: number; sessionKnown: boolean | null }> | null {
+    return this.#welcome;
+  }
+
+  /** The msg_id the next `send` will get (with `resume`: known once the first connection is up). */
   get nextMsgId(): number {
     return this.#nextId;
   }
 
-  /** Messages sent and not yet settled, counting those waiting for room. */
+  /** Messages sent and not yet settled, counting those waiting for room or a first connection. */
   get pending(): number {
-    return this.#unacked.size + this.#waiting.length - this.#waitingHead;
+    return this.#unacked.size + this.#waiting.length - this.#waitingHead +
+      (this.#parked?.length ?? 0);
   }
 
   /** Messages admitted under maxInFlight and not yet settled. */
@@ -392,8 +482,20 @@ export class ReliableClient {
     if (this.#closing || this.#stopped) {
       return Promise.reject(new ClientClosedError("Cannot send: the client is closing"));
     }
+    const parked = this.#parked;
+    if (parked !== null) {
+      const nameBytes = toBytes(name);
+      const payloadBytes = toBytes(payload);
+      return new Promise((resolve, reject) =>
+        parked.push({ name: nameBytes, payload: payloadBytes, resolve, reject })
+      );
+    }
+    return this.#number(toBytes(name), toBytes(payload));
+  }
+
+  /** Gives a message the next msg_id and admits it, or queues it for room. */
+  #number(nameBytes: Uint8Array, payloadBytes: Uint8Array): Promise<Delivery> {
     const msgId = this.#nextId++;
-    const nameBytes = toBytes(name);
     const problem = nameProblem(nameBytes, 0, nameBytes.length);
     if (problem !== "") {
       this.stats.refused++;
@@ -401,7 +503,6 @@ export class ReliableClient {
         new NackError(msgId, NackCode.BAD_NAME, `bad name: ${problem} (checked by the client)`),
       );
     }
-    const payloadBytes = toBytes(payload);
     return new Promise((resolve, reject) => {
       const entry: Entry = {
         msgId,
@@ -561,6 +662,7 @@ export class ReliableClient {
       entry.done = true;
       entry.reject(error);
     }
+    for (const parked of this.#parked?.splice(0) ?? []) parked.reject(error);
     for (const w of this.#idleWaiters.splice(0)) w();
   }
 
@@ -573,14 +675,15 @@ export class ReliableClient {
 
   /** Connects, and reconnects after every loss, until stopped or given up. */
   async #run(): Promise<void> {
-    let attempt = 0;
+    const rotation = this.#rotation;
+    /** Null: the next attempt goes at once; else the backoff to sleep first. */
+    let wait: number | null = null;
     let outageStart = performance.now();
     let lastError: unknown = null;
     while (!this.#stopped) {
-      if (attempt > 0) {
-        const base = Math.min(this.#maxDelay, this.#initialDelay * 2 ** (attempt - 1));
+      if (wait !== null) {
         const left = outageStart + this.#giveUpAfter - performance.now();
-        await this.#sleep(Math.max(0, Math.min(left, base / 2 + this.#random() * (base / 2))));
+        await this.#sleep(Math.max(0, Math.min(left, wait)));
         if (this.#stopped) return;
       }
       const left = outageStart + this.#giveUpAfter - performance.now();
@@ -588,20 +691,21 @@ export class ReliableClient {
         this.#fail(new GiveUpError(this.#giveUpAfter, lastError));
         return;
       }
-      attempt++;
       let client: MsgClient | null;
       try {
-        client = await this.#connectOnce(Math.min(left, this.#connectTimeout));
+        client = await this.#connectOnce(rotation.current, Math.min(left, this.#connectTimeout));
       } catch (e) {
         if (e instanceof ConnectionError && FATAL_ERRORS.has(e.code)) {
           this.#fail(e);
           return;
         }
         lastError = e;
+        wait = rotation.failed();
         continue;
       }
       if (client === null) return; // stopped while connecting
-      if (client.lastMsgId > this.#maxSentId) {
+      // With `resume`, the first connection says where this client's numbering starts.
+      if (this.#parked === null && client.lastMsgId > this.#maxSentId) {
         // The server holds ids this client never sent: someone else uses the session. Going on
         // would have new messages refused as duplicates and counted as delivered.
         await client.close();
@@ -614,6 +718,7 @@ export class ReliableClient {
         );
         return;
       }
+      rotation.connected();
       this.#attach(client);
       const reason = await client.closed;
       this.#client = null;
@@ -626,13 +731,24 @@ export class ReliableClient {
       }
       lastError = reason;
       outageStart = performance.now();
-      attempt = 1;
+      wait = rotation.lost();
     }
   }
 
   /** Starts using a fresh connection: settles what it already holds, resends the rest. */
   #attach(client: MsgClient): void {
     this.stats.connects++;
+    const index = this.#rotation.index;
+    if (this.#lastServerIndex !== -1 && this.#lastServerIndex !== index) this.stats.failovers++;
+    this.#lastServerIndex = index;
+    this.#welcome = { lastMsgId: client.lastMsgId, sessionKnown: client.sessionKnown };
+    const parked = this.#parked;
+    if (parked !== null) {
+      this.#parked = null;
+      this.#nextId = client.lastMsgId + 1;
+      this.#maxSentId = client.lastMsgId;
+      for (const p of parked) this.#number(p.name, p.payload).then(p.resolve, p.reject);
+    }
     // The server holds no record of a session this client has already sent in: whatever was
     // sent and not acknowledged may or may not be stored. (A version 1 server cannot say.)
     if (client.sessionKnown === false && this.#maxSentId > 0) {
@@ -659,14 +775,15 @@ export class ReliableClient {
   }
 
   /** One connection attempt, bounded by `timeoutMs`; null if the client stopped meanwhile. */
-  async #connectOnce(timeoutMs: number): Promise<MsgClient | null> {
+  async #connectOnce(server: Server, timeoutMs: number): Promise<MsgClient | null> {
     const options = this.#options;
     const attempt = MsgClient.connect({
-      port: options.port,
+      hostname: server.hostname,
+      port: server.port,
       clientId: options.clientId,
       session: this.session,
-      ...(options.hostname === undefined ? {} : { hostname: options.hostname }),
       ...(options.token === undefined ? {} : { token: options.token }),
+      ...(options.tls === undefined ? {} : { tls: options.tls }),
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((r) =>

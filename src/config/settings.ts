@@ -39,6 +39,8 @@ export type Setting =
       /** What a non-empty value must match, and how to say so in an error. */
       pattern?: { test: RegExp; allowed: string };
     }>
+    // A `host:port,...` list (config/host_ports.ts), checked but kept as its text.
+    | Readonly<{ kind: "hostPorts"; default: string }>
   );
 
 const MIB = 1024 * 1024;
@@ -64,6 +66,11 @@ export const SETTINGS = {
     min: 0,
     max: 65535,
     help: "TCP port (0: any free port, server only)",
+  },
+  SERVERS: {
+    kind: "hostPorts",
+    default: "",
+    help: "client: host:port list, comma-separated, to fail over between (empty: IP and PORT)",
   },
   LEGACY_PORT: {
     kind: "int",

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { HOST_PORTS_ALLOWED, parseHostPorts } from "./host_ports.ts";
 import { type Config, CONFIG_KEYS, DEFAULTS, type Setting, settingOf } from "./settings.ts";
 
 /**
@@ -91,6 +92,8 @@ function describe(setting: Setting): string {
     case "string":
       if (setting.pattern !== undefined) return setting.pattern.allowed;
       return setting.allowEmpty ? "any text" : "non-empty text";
+    case "hostPorts":
+      return HOST_PORTS_ALLOWED;
   }
 }
 
@@ -124,6 +127,14 @@ function check(key: keyof Config, raw: string, where: string): string | number {
       if (/[\x00-\x1f\x7f]/.test(raw)) fail(JSON.stringify(raw), " without control characters");
       if (setting.pattern !== undefined && raw !== "" && !setting.pattern.test.test(raw)) {
         fail(JSON.stringify(raw));
+      }
+      return raw;
+    case "hostPorts":
+      try {
+        parseHostPorts(raw);
+      } catch (e) {
+        if (!(e instanceof SyntaxError)) throw e;
+        fail(JSON.stringify(raw), `; ${e.message}`);
       }
       return raw;
   }

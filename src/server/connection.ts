@@ -214,6 +214,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
           count = 0;
         }
         this.#ctx.stats.nacked++;
+        this.#ctx.stats.nackedTooLarge++;
         this.#nack(
           decoder.oversizedMsgId,
           NackCode.PAYLOAD_TOO_LARGE,
@@ -277,6 +278,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const payloadLength = bodyLength - MSG_FIXED_BYTES - nameLength;
     if (payloadLength > this.#ctx.config.MAX_MESSAGE_BYTES) {
       stats.nacked++;
+      stats.nackedTooLarge++;
       this.#nack(
         msgId,
         NackCode.PAYLOAD_TOO_LARGE,
@@ -287,6 +289,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const problem = nameProblem(buf, body + MSG_FIXED_BYTES, body + MSG_FIXED_BYTES + nameLength);
     if (problem !== "") {
       stats.nacked++;
+      stats.nackedBadName++;
       this.#nack(msgId, NackCode.BAD_NAME, `bad name: ${problem}`);
       return REFUSED;
     }

@@ -61,35 +61,49 @@ export const LATENCY_BOUNDS = [
 ] as const;
 
 /**
- * One metric for {@linkcode renderPrometheus}. Samples of one family (one name, told apart by
- * their `labels`) follow each other, and the first one's `help` is the family's.
- */
-export type Metric =
-  | {
-    name: string;
-    help: string;
-    type: "counter" | "gauge";
-    value: number;
-    labels?: Readonly<Record<string, string>>;
-  }
-  | { name: string; help: string; type: "histogram"; histogram: BucketHistogram };
-
-/**
- * The name of a counter's or gauge's sample as the text format writes it: `name`, or
- * `name{code="1"}` with labels.
+ * One value of a metric that has labels, e.g. `{ labels: { code: "4" }, value: 2 }`.
  *
  * @example
  * ```ts
- * sampleName({ name: "x_total", help: "X.", type: "counter", value: 1, labels: { code: "4" } });
- * // 'x_total{code="4"}'
+ * const sample: LabelledValue = { labels: { code: "4" }, value: 2 };
  * ```
  */
-export function sampleName(m: Metric & { type: "counter" | "gauge" }): string {
-  if (m.labels === undefined) return m.name;
-  const pairs = Object.entries(m.labels).map(([k, v]) =>
-    `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`
-  );
-  return `${m.name}{${pairs.join(",")}}`;
+export interface LabelledValue {
+  /** Label names to values, e.g. `{ code: "4" }`. */
+  labels: Readonly<Record<string, string>>;
+  /** The sample's value. */
+  value: number;
+}
+
+/** One metric for {@linkcode renderPrometheus}: one value, one value per label set, or a histogram. */
+export type Metric =
+  | { name: string; help: string; type: "counter" | "gauge"; value: number }
+  | { name: string; help: string; type: "counter" | "gauge"; values: readonly LabelledValue[] }
+  | { name: string; help: string; type: "histogram"; histogram: BucketHistogram };
+
+/** A label value as the text format wants it: backslash, double quote and line feed escaped. */
+function labelValue(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
+
+/**
+ * The samples of a counter or gauge as the text format names them: `[name, value]`, or one
+ * `[name{code="1"}, value]` per label set.
+ *
+ * @example
+ * ```ts
+ * samplesOf({ name: "x_total", help: "X.", type: "counter", values: [
+ *   { labels: { code: "4" }, value: 2 },
+ * ] });
+ * // [['x_total{code="4"}', 2]]
+ * ```
+ */
+export function samplesOf(m: Metric & { type: "counter" | "gauge" }): [string, number][] {
+  if ("value" in m) return [[m.name, m.value]];
+  return m.values.map(({ labels, value }) => {
+    const pairs = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`);
+    return [`${m.name}{${pairs.join(",")}}`, value];
+  });
 }
 
 /**
@@ -103,12 +117,10 @@ export function sampleName(m: Metric & { type: "counter" | "gauge" }): string {
  */
 export function renderPrometheus(metrics: Metric[]): string {
   let out = "";
-  let family = "";
   for (const m of metrics) {
-    if (m.name !== family) out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
-    family = m.name;
+    out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
     if (m.type !== "histogram") {
-      out += `${sampleName(m)} ${m.value}\n`;
+      for (const [sample, value] of samplesOf(m)) out += `${sample} ${value}\n`;
       continue;
     }
     const h = m.histogram;

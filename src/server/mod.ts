@@ -29,6 +29,6 @@ export type { ConnectionStats } from "./served.ts";
 export type { WriterStats } from "./writer.ts";
 export type { Batch, BatchRun, Store, StoreStats } from "../store/store.ts";
 export type { RecordSource } from "./entry.ts";
-export { BucketHistogram } from "./metrics.ts";
+export { BucketHistogram, type LabelledValue, type Metric } from "./metrics.ts";
 export type { HttpStats } from "../http/http_server.ts";
 export type { AcceptStats } from "./listener.ts";

@@ -76,6 +76,8 @@ export interface ServerStats extends ConnectionStats {
   queueRecords: number;
   /** Bytes waiting in the queue for the writer. */
   queueBytes: number;
+  /** What the queue holds at most: QUEUE_CAPACITY records, QUEUE_MAX_BYTES bytes. */
+  queueCapacity: { records: number; bytes: number };
   /** Reply bytes (acks, NACKs, errors) waiting for their peers to take them. */
   replyBytesPending: number;
   /** Records acked, in any ACK_MODE. */
@@ -150,6 +152,8 @@ export class MsgServer {
     received: 0,
     ackedOnReceipt: 0,
     nacked: 0,
+    nackedTooLarge: 0,
+    nackedBadName: 0,
     duplicates: 0,
     protocolErrors: 0,
     nacks: new Array(Math.max(...Object.values(NackCode)) + 1).fill(0),
@@ -391,6 +395,7 @@ export class MsgServer {
       connectionsTotal: this.#total,
       queueRecords: this.#queue.records,
       queueBytes: this.#queue.bytes,
+      queueCapacity: { records: this.#config.QUEUE_CAPACITY, bytes: this.#config.QUEUE_MAX_BYTES },
       replyBytesPending: this.#replyBytesPending(),
       acked: this.#connStats.ackedOnReceipt + this.#writer.stats.acked,
       writer: { ...this.#writer.stats },

@@ -10,7 +10,16 @@
 
 import { type Config, redactConfig } from "../config.ts";
 import type { HttpReply, HttpRequest } from "../http/http_server.ts";
-import { type Metric, sampleName } from "../server/metrics.ts";
+import { type Metric, samplesOf } from "../server/metrics.ts";
+
+/** One figure of the store's on the page: a counter's or gauge's sample, or a histogram. */
+interface StoreFigure {
+  name: string;
+  help: string;
+  type: Metric["type"];
+  /** The sample's name in the snapshot's values; null for a histogram. */
+  sample: string | null;
+}
 import { VERSION } from "../version.ts";
 import { type FeedSource, HISTORY_S, StatusFeed, type StatusFeedOptions, TICK_MS } from "./feed.ts";
 import { type Reading, Sampler } from "./snapshot.ts";
@@ -94,12 +103,16 @@ export class StatusPage {
           store: {
             kind: source.config.STORE,
             name: source.storeName,
-            metrics: source.storeMetrics().map((m) => ({
-              name: m.name,
-              help: m.help,
-              type: m.type,
-              sample: m.type === "histogram" ? null : sampleName(m),
-            })),
+            metrics: source.storeMetrics().flatMap((m): StoreFigure[] =>
+              m.type === "histogram"
+                ? [{ name: m.name, help: m.help, type: m.type, sample: null }]
+                : samplesOf(m).map(([sample]) => ({
+                  name: m.name,
+                  help: m.help,
+                  type: m.type,
+                  sample,
+                }))
+            ),
           },
           nackNames: source.codes.nack,
           errorNames: source.codes.error,

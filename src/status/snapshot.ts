@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type BucketHistogram, type Metric, sampleName } from "../server/metrics.ts";
+import { type BucketHistogram, type Metric, samplesOf } from "../server/metrics.ts";
 
 /**
  * One point of the page's charts: `[time (s since the epoch), received/s, written/s, acked/s,
@@ -149,7 +149,7 @@ export class Sampler {
         counts.set(m.name, [...m.histogram.counts]);
         histograms.set(m.name, m.histogram);
       } else {
-        values[sampleName(m)] = m.value;
+        for (const [sample, value] of samplesOf(m)) values[sample] = value;
       }
     }
     const previous = fresh ? null : this.#previous;

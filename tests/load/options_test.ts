@@ -40,6 +40,7 @@ Deno.test("parseOptions() without flags runs 64 x 256 for 5 s against a server i
     timeoutS: null,
     connectConcurrency: 500,
     token: "",
+    cluster: false,
   });
 });
 
@@ -68,6 +69,7 @@ Deno.test("parseOptions() reads every flag", () => {
     timeoutS: 9,
     connectConcurrency: 4,
     token: "t0k",
+    cluster: false,
   });
   const counted = only(parse(["--count", "1000", "--connections", "8"]));
   equal(counted.count, 1000);
@@ -160,7 +162,7 @@ Deno.test("parseOptions() refuses bad values with the flag, the value and what i
     [
       ["--preset", "nope"],
       '--preset is "nope"; allowed: seed-latency, seed-concurrency, seed-load, throughput, ' +
-      "request-ack, latency, stalled-peers, fairness",
+      "request-ack, latency, stalled-peers, fairness, cluster",
     ],
     [["--duration", "1", "--count", "5"], "--duration and --count exclude each other"],
   ];
@@ -170,4 +172,33 @@ Deno.test("parseOptions() refuses bad values with the flag, the value and what i
   throws(() => parse(["--bogus"]), (e) => e instanceof UsageError && /--bogus/.test(e.message));
   throws(() => parse(["extra"]), (e) => e instanceof UsageError && /extra/.test(e.message));
   throws(() => parse(["--window"]), (e) => e instanceof UsageError && /--window/.test(e.message));
+});
+
+Deno.test("the cluster preset runs R1, R3 and R3 with the leader killed a fifth of the way in", () => {
+  const options = parse(["--preset", "cluster"]);
+  equal(options.cluster, true);
+  deepStrictEqual(
+    options.phases.map((p) => [p.name, p.connections, p.window, p.durationS, p.replicas]),
+    [["R1", 64, 256, 5, 1], ["R3", 64, 256, 5, 3], ["R3 failover", 64, 256, 15, 3]],
+  );
+  deepStrictEqual(options.phases.map((p) => p.killLeaderAtS), [undefined, undefined, 3]);
+  const short = parse(["--preset", "cluster", "--duration", "1", "--connections", "4"]);
+  deepStrictEqual(short.phases.map((p) => [p.durationS, p.connections]), [[1, 4], [1, 4], [1, 4]]);
+  equal(short.phases[2]!.killLeaderAtS, 0.2, "the kill keeps its place in a shorter run");
+  equal(parse(["--preset", "throughput"]).cluster, false);
+  match(USAGE, /\n {2}cluster {12}STORE=jetstream, its own 3-node NATS cluster/);
+});
+
+Deno.test("the cluster preset refuses --port and --ack-mode durable", () => {
+  throws(
+    () => parse(["--preset", "cluster", "--port", "9000"]),
+    (e) =>
+      e instanceof UsageError &&
+      e.message === "--preset cluster starts its own servers: --port does not go with it",
+  );
+  throws(
+    () => parse(["--preset", "cluster", "--ack-mode", "durable"]),
+    (e) => e instanceof UsageError && /does not take --ack-mode durable/.test(e.message),
+  );
+  equal(parse(["--preset", "cluster", "--ack-mode", "received"]).ackMode, "received");
 });

@@ -18,6 +18,8 @@ function phase(overrides: Partial<PhaseReport> = {}): PhaseReport {
     acked: 7_395_080,
     nacked: 0,
     nackCodes: {},
+    resumed: 0,
+    abandoned: 0,
     unsettled: 0,
     errors: 0,
     errorSamples: [],
@@ -34,6 +36,8 @@ function phase(overrides: Partial<PhaseReport> = {}): PhaseReport {
       p999: 121_343,
       max: 132_264,
     },
+    longestAckGap: { ms: 48.7, fromS: 2.1 },
+    stall: { ms: 0, fromS: 0 },
     acksPerConnection: { min: 115_456, median: 115_456, max: 115_712 },
     perClient: null,
     ...overrides,
@@ -96,6 +100,8 @@ Deno.test("formatReport() prints the header, one column per phase, the server an
       "latency p50 us            10,047",
       "latency p99.9 us         121,343",
       "latency mean us           11,122",
+      "longest ack gap ms            49",
+      "longest stall ms               0",
       "acks/conn max            115,712",
       "CPU seconds           3.78 (user 2.10, sys 1.68)",
       "peak RSS (VmHWM)                       103.8 MiB",
@@ -196,4 +202,122 @@ Deno.test("formatReport() ends with the notes and the problems", () => {
     server: { ...report().server, exit: { code: 1, signal: "SIGTERM", timedOut: false, ms: 4 } },
   }));
   match(exited, /^exit after SIGTERM +code 1 signal SIGTERM in 4 ms$/m);
+});
+
+Deno.test("formatReport() for the cluster preset: a table of the cluster beside the phases", () => {
+  const cpu = (natsNodesS: (number | null)[], msgserverS: number, loadS: number) => ({
+    wallS: 5,
+    natsNodesS,
+    natsS: natsNodesS.some((c) => c === null) ? null : natsNodesS.reduce((a, c) => a! + c!, 0),
+    msgserverS,
+    loadS,
+    machineBusyS: 9.8,
+  });
+  const check = (lines: number, refused: number) => ({
+    lines,
+    expected: lines,
+    clientMismatches: [],
+    clientMismatchCount: 0,
+    tornTail: false,
+    ids: {
+      lost: 0,
+      doubled: 0,
+      unexpected: 0,
+      unackedKept: 0,
+      refused,
+      abandoned: 0,
+      samples: [],
+    },
+    ok: true,
+  });
+  const server = {
+    pid: 10,
+    cpuS: 3.5,
+    peakRssBytes: 128 * 1024 * 1024,
+    exit: { code: 0, signal: null, timedOut: false, ms: 20 },
+    exitedEarly: false,
+  };
+  const text = formatReport(report({
+    preset: "cluster",
+    phases: [
+      phase({ name: "R3" }),
+      phase({ name: "R3 failover", stall: { ms: 10_477.2, fromS: 3.04 }, nacked: 12 }),
+    ],
+    fileCheck: null,
+    cluster: {
+      nodes: [{ name: "node-1-x", pid: 1 }, { name: "node-2-x", pid: 2 }, {
+        name: "node-3-x",
+        pid: 3,
+      }],
+      cores: 2,
+      phases: [
+        {
+          name: "R3",
+          stream: "BENCH_2_a",
+          subject: "bench_2_a",
+          replicas: 3,
+          leader: "node-1-x",
+          msgserverNode: "node-2-x",
+          server,
+          cpu: cpu([1.5, 2.5, 3.3], 1.5, 0.5),
+          failover: null,
+          export: { code: 0, records: 1_000_000, ms: 900, recordsPerS: 1_111_111, wallS: 1.25 },
+          fileCheck: check(1_000_000, 0),
+        },
+        {
+          name: "R3 failover",
+          stream: "BENCH_3_b",
+          subject: "bench_3_b",
+          replicas: 3,
+          leader: "node-2-x",
+          msgserverNode: null,
+          server,
+          cpu: cpu([1, null, 1], 1, 0.25),
+          failover: {
+            killed: "node-2-x",
+            killedAtS: 3.06,
+            newLeader: "node-3-x",
+            electedAtS: 10.88,
+            restartMs: 1971.4,
+          },
+          export: null,
+          fileCheck: null,
+        },
+      ],
+    },
+  }));
+  const lines = text.split("\n");
+  equal(
+    lines[0],
+    "msgserver load: preset cluster, STORE=jetstream, ack-mode written, a msgserver per phase " +
+      "over a 3-node NATS cluster (nats-server pids 1, 2, 3), 2 cores shared by all",
+  );
+  for (
+    const row of [
+      /^longest stall ms +0 +10,477$/,
+      /^cluster +R3 +R3 failover$/,
+      /^stream \(replicas\) +BENCH_2_a \(R3\) +BENCH_3_b \(R3\)$/,
+      /^stream leader at the start +node-1-x +node-2-x$/,
+      /^msgserver's NATS node +node-2-x +n\/a$/,
+      /^leader killed \(SIGKILL\) +- +node-2-x at 3\.06 s$/,
+      /^next leader seen +- +node-3-x at 10\.88 s$/,
+      /^failover stall \(acks < 1%\) +- +10,477 ms from 3\.04 s$/,
+      /^killed node restarted +- +in 1,971 ms$/,
+      /^ {2}3 nats-servers, % of a core +146% \(30\+50\+66\) +n\/a \(20\+n\/a\+20\)$/,
+      /^ {2}msgserver +30% +20%$/,
+      /^ {2}these together +186% +n\/a$/,
+      /^ {2}machine busy \(of 200%\) +196% +196%$/,
+      /^ {2}the rest \(kernel, other work\) +10% +n\/a$/,
+      /^export records\/s +1,111,111 +n\/a$/,
+      /^export wall s \(start-up incl\.\) +1\.25 +n\/a$/,
+    ]
+  ) {
+    ok(lines.some((l) => row.test(l)), `${row} in\n${text}`);
+  }
+  ok(
+    lines.includes("export check [R3]: 1,000,000 lines, 1,000,000 acked: OK (0 lost, 0 doubled)"),
+    text,
+  );
+  ok(lines.includes("export check [R3 failover]: skipped (no export)"), text);
+  ok(!text.includes("file check:") && !text.includes("peak RSS (VmHWM)"), "no one-server table");
 });

@@ -80,6 +80,8 @@ export interface NatsCluster extends AsyncDisposable {
   readonly urls: string[];
   /** The nodes, in the order of the example configs. */
   readonly nodes: NatsNode[];
+  /** The temp folder of the nodes' configs, stores and logs; `stop()` removes it. */
+  readonly dir: string;
   /**
    * The name of the node leading `stream`, asked through the client (of the live nodes) until
    * JetStream answers (it has a meta leader) and the stream has a leader (not
@@ -344,11 +346,11 @@ function rewriteConfigs(examples: string[], dir: string, suffix: string): NodeCo
 class Cluster implements NatsCluster {
   readonly urls: string[];
   readonly nodes: NatsServerNode[];
-  readonly #dir: string;
+  readonly dir: string;
   #stopped: Promise<void> | undefined;
 
   constructor(dir: string, nodes: NatsServerNode[]) {
-    this.#dir = dir;
+    this.dir = dir;
     this.nodes = nodes;
     this.urls = nodes.map((node) => node.url);
   }
@@ -397,7 +399,7 @@ class Cluster implements NatsCluster {
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
       await Promise.all(this.nodes.map((node) => node.stop(STOP_GRACE_MS)));
-      await Deno.remove(this.#dir, { recursive: true });
+      await Deno.remove(this.dir, { recursive: true });
     })();
     return this.#stopped;
   }

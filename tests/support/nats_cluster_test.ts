@@ -43,6 +43,7 @@ Deno.test({
     const configDir = (await Deno.readTextFile(`/proc/${cluster.nodes[0]!.pid}/cmdline`))
       .split("\0")[2]!.replace(/\/[^/]*$/, "");
     try {
+      equal(cluster.dir, configDir, "dir is where the nodes' configs are");
       equal(cluster.nodes.length, 3);
       equal(new Set(cluster.nodes.map((node) => node.name)).size, 3);
       deepEqual(cluster.urls, cluster.nodes.map((node) => `nats://127.0.0.1:${node.port}`));

@@ -6,6 +6,7 @@
  */
 
 import { closeQuietly } from "../../src/io/close_quietly.ts";
+import { writeAll } from "../../src/io/write_all.ts";
 
 /** One proxied connection: the client side, the server side, and a way to cut both. */
 export class Link {
@@ -92,4 +93,53 @@ export class TcpProxy {
     for (const link of this.links) link.cut();
     await Promise.all(this.#tasks);
   }
+}
+
+/** Copies `from` to `to` through `transform` until either side ends; then cuts the link. */
+export async function pump(
+  link: Link,
+  from: Deno.Conn,
+  to: Deno.Conn,
+  transform: (chunk: Uint8Array) => Uint8Array,
+): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      const out = transform(buf.slice(0, n));
+      if (out.length > 0) await writeAll(to, out);
+    }
+  } catch {
+    // cut
+  } finally {
+    link.cut();
+  }
+}
+
+/**
+ * A loopback TCP proxy to `target`. `serverToClient(link, chunk, offset)` may rewrite or swallow
+ * (return an empty array) what the server sends on link number `link` (0 for the first
+ * connection), `offset` being where `chunk` starts in that link's server-to-client stream.
+ */
+export function rewritingProxy(
+  target: number,
+  serverToClient: (link: number, chunk: Uint8Array, offset: number) => Uint8Array,
+): TcpProxy {
+  return new TcpProxy(target, (link, index) => {
+    let offset = 0;
+    return [
+      pump(link, link.client, link.upstream, (c) => c),
+      pump(link, link.upstream, link.client, (chunk) => {
+        const out = serverToClient(index, chunk, offset);
+        offset += chunk.length;
+        return out;
+      }),
+    ];
+  });
+}
+
+/** A loopback TCP proxy to `target` that passes every byte both ways as it is. */
+export function passThroughProxy(target: number): TcpProxy {
+  return rewritingProxy(target, (_link, chunk) => chunk);
 }

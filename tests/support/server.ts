@@ -5,7 +5,9 @@
  * @module
  */
 
+import { deepStrictEqual, equal } from "node:assert/strict";
 import { type Config, DEFAULTS } from "../../src/config.ts";
+import { delay } from "../../src/io/within.ts";
 import { Logger } from "../../src/log.ts";
 import { type ParsedLine, parseFile } from "../../src/server/line.ts";
 import { type MsgServer, startServer } from "../../src/server/server.ts";
@@ -67,4 +69,24 @@ export async function readRecords(file: string): Promise<ParsedLine[]> {
 /** Reads the data file as text. */
 export function readText(file: string): Promise<string> {
   return Deno.readTextFile(file);
+}
+
+/** Polls until the data file holds at least `n` records (for up to about 5 s). */
+export async function waitForRecords(file: string, n: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if ((await readRecords(file)).length >= n) return;
+    await delay(10);
+  }
+  throw new Error(`The file never reached ${n} records`);
+}
+
+/**
+ * Asserts that the file holds client `clientId`'s messages 1..n exactly once, in order, each
+ * with the payload `m<msg_id>`.
+ */
+export async function assertExactlyOnce(file: string, clientId: number, n: number): Promise<void> {
+  const dec = new TextDecoder();
+  const records = (await readRecords(file)).filter((r) => r.clientId === clientId);
+  deepStrictEqual(records.map((r) => r.msgId), Array.from({ length: n }, (_, i) => i + 1));
+  for (const r of records) equal(dec.decode(r.payload), `m${r.msgId}`);
 }
