@@ -142,3 +142,32 @@ Deno.test("HttpServer streams until the reader leaves, and drops a reader that s
     deepStrictEqual((await fetch(`http://127.0.0.1:${port}/hello`)).status, 200);
   });
 });
+
+Deno.test("HttpServer sends shared bytes to a stream, and close() resolves once every stream's run has returned", async () => {
+  const chunk = enc.encode("data: shared\n\n");
+  let ended = 0;
+  const server = HttpServer.listen(
+    { hostname: "127.0.0.1", port: 0, name: "METRICS_PORT", log: new Logger("error", () => {}) },
+    () => ({
+      status: 200,
+      headers: { "content-type": "text/event-stream" },
+      async run(send, closed) {
+        await send(chunk);
+        await closed;
+        await delay(50); // a run that takes a moment to finish after its peer is gone
+        ended++;
+      },
+    }),
+  );
+  const readers = await Promise.all(
+    [1, 2].map(async () => {
+      const r = await fetch(`http://127.0.0.1:${server.addr.port}/events`);
+      const reader = r.body!.getReader();
+      equal(dec.decode((await reader.read()).value), "data: shared\n\n");
+      return reader;
+    }),
+  );
+  await server.close();
+  equal(ended, 2, "close() resolved before the streams ended");
+  for (const reader of readers) await reader.cancel().catch(() => {});
+});

@@ -2,8 +2,10 @@ import { equal, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { BucketHistogram, renderPrometheus } from "../src/server/metrics.ts";
 import { delay } from "../src/io/within.ts";
+import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";
 import { freePort } from "./support/net.ts";
 import { FakeStore } from "./support/fake_store.ts";
+import { RawPeer } from "./support/raw_peer.ts";
 import { withServer, withTempDir } from "./support/server.ts";
 import { spawnServer } from "./support/spawn.ts";
 
@@ -34,6 +36,42 @@ Deno.test("renderPrometheus writes one line per label set, label values escaped"
     }]),
     "# HELP c_total C.\n# TYPE c_total counter\n" +
       'c_total{code="1"} 2\nc_total{code="4",why="a \\"b\\"\\\\c\\nd"} 0\n',
+  );
+});
+
+Deno.test("/metrics counts NACKs and ERRORs by code, and the data file's size and rotations", async () => {
+  await withServer(
+    { METRICS_PORT: freePort(), AUTH_TOKEN: "t0ken", FILE_MAX_BYTES: 200 },
+    async ({ port, server }) => {
+      const client = await MsgClient.connect({ port, clientId: 1, token: "t0ken" });
+      for (let i = 0; i < 6; i++) await client.send("m", "x".repeat(60));
+      await client.send("bad name", "y").catch(() => {});
+      await client.close();
+      const early = await RawPeer.connect(port); // MSG before HELLO: ERROR 1
+      await early.write(encodeMsg(1, "m", "x"));
+      await early.readUntilClose();
+      const wrong = await RawPeer.connect(port); // a wrong token: ERROR 3
+      await wrong.write(encodeHello({ clientId: 2, session: 0n, token: "nope" }));
+      await wrong.readUntilClose();
+      const text = await (await fetch(`http://127.0.0.1:${server.metricsAddr!.port}/metrics`, {
+        headers: { authorization: "Bearer t0ken" },
+      })).text();
+      match(
+        text,
+        /^# HELP msgserver_nacks_total NACK frames sent, by code \(1 payload too large, 2 bad name, 3 duplicate, 4 storage error\)\.$/m,
+      );
+      match(text, /^msgserver_nacks_total\{code="1"\} 0\nmsgserver_nacks_total\{code="2"\} 1\n/m);
+      match(
+        text,
+        /^msgserver_errors_total\{code="1"\} 1\nmsgserver_errors_total\{code="2"\} 0\nmsgserver_errors_total\{code="3"\} 1\n/m,
+      );
+      match(text, /^msgserver_errors_total\{code="8"\} 0$/m);
+      equal(text.match(/^# TYPE msgserver_errors_total counter$/gm)?.length, 1);
+      // Six lines of 67 bytes ("1 N m " and 60 x), one at a time, at most 200 bytes a file: two
+      // lines a file, so two rotations, and the last file holds 134 bytes.
+      match(text, /^msgserver_file_rotations_total 2$/m);
+      match(text, /^msgserver_file_bytes 134$/m);
+    },
   );
 });
 

@@ -32,12 +32,15 @@ export interface HttpResponse {
 
 /**
  * A response that stays open (Server-Sent Events): `run` writes to it with `send` until `send`
- * resolves false (the peer left, or did not take a write in time) or `closed` resolves.
+ * resolves false (the peer left, or did not take a write in time) or `closed` resolves. Nothing is
+ * queued: `send` holds its one chunk until the peer takes it, so a writer that waits for each
+ * `send` (or skips while one is pending) holds at most one chunk per stream, and a peer that takes
+ * nothing for the write timeout is cut. The same `Uint8Array` may go to many streams.
  */
 export interface HttpStream {
   status: number;
   headers: Record<string, string>;
-  run(send: (chunk: string) => Promise<boolean>, closed: Promise<void>): Promise<void>;
+  run(send: (chunk: string | Uint8Array) => Promise<boolean>, closed: Promise<void>): Promise<void>;
 }
 
 /** What a handler returns. */
@@ -75,6 +78,7 @@ export interface HttpStats extends AcceptStats {
 const REASONS: Record<number, string> = {
   200: "OK",
   204: "No Content",
+  303: "See Other",
   400: "Bad Request",
   401: "Unauthorized",
   404: "Not Found",
@@ -137,6 +141,8 @@ export class HttpServer {
   readonly #maxHeader: number;
   readonly #writeTimeout: number;
   readonly #conns = new Set<Deno.Conn>();
+  /** Each connection's service, so that `close` can wait until every stream has ended. */
+  readonly #serving = new Set<Promise<void>>();
   readonly #loop: Promise<void>;
 
   private constructor(
@@ -177,11 +183,13 @@ export class HttpServer {
     }
     this.#conns.add(conn);
     this.stats.open = this.#conns.size;
-    this.#serve(conn).catch(() => {}).finally(() => {
+    const serving: Promise<void> = this.#serve(conn).catch(() => {}).finally(() => {
       closeQuietly(conn);
       this.#conns.delete(conn);
+      this.#serving.delete(serving);
       this.stats.open = this.#conns.size;
     });
+    this.#serving.add(serving);
   }
 
   #reject(conn: Deno.Conn, status: number, text: string): Promise<void> {
@@ -320,16 +328,18 @@ export class HttpServer {
     const closed = conn.read(new Uint8Array(1)).then(() => {}, () => {});
     let gone = false;
     closed.then(() => gone = true);
-    const send = async (chunk: string): Promise<boolean> =>
-      !gone && await this.#writeWithin(conn, enc.encode(chunk));
+    const send = async (chunk: string | Uint8Array): Promise<boolean> =>
+      !gone &&
+      await this.#writeWithin(conn, typeof chunk === "string" ? enc.encode(chunk) : chunk);
     await reply.run(send, closed);
   }
 
-  /** Stops accepting and closes every connection (streams end). */
+  /** Stops accepting and closes every connection; resolves once every stream has ended. */
   async close(): Promise<void> {
     closeQuietly(this.#listener);
     for (const conn of this.#conns) closeQuietly(conn);
     await this.#loop;
+    await Promise.all(this.#serving);
   }
 }
 

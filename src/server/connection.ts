@@ -430,7 +430,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
   }
 
   #nack(msgId: number, code: number, reason: string): void {
-    if (this.#state !== State.CLOSED) this.#outbox.nack(msgId, code, reason);
+    if (this.#state === State.CLOSED) return;
+    this.#ctx.stats.nacks[code]!++;
+    this.#outbox.nack(msgId, code, reason);
   }
 
   /**
@@ -470,6 +472,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       code,
       reason,
     });
+    this.#ctx.stats.errors[code]!++;
     this.#outbox.send(encodeError(code, reason));
     this.#state = State.CLOSED;
     this.#closing = this.#goodbye();

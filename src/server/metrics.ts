@@ -87,6 +87,26 @@ function labelValue(value: string): string {
 }
 
 /**
+ * The samples of a counter or gauge as the text format names them: `[name, value]`, or one
+ * `[name{code="1"}, value]` per label set.
+ *
+ * @example
+ * ```ts
+ * samplesOf({ name: "x_total", help: "X.", type: "counter", values: [
+ *   { labels: { code: "4" }, value: 2 },
+ * ] });
+ * // [['x_total{code="4"}', 2]]
+ * ```
+ */
+export function samplesOf(m: Metric & { type: "counter" | "gauge" }): [string, number][] {
+  if ("value" in m) return [[m.name, m.value]];
+  return m.values.map(({ labels, value }) => {
+    const pairs = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`);
+    return [`${m.name}{${pairs.join(",")}}`, value];
+  });
+}
+
+/**
  * Renders metrics in the Prometheus text exposition format (version 0.0.4).
  *
  * @example
@@ -100,14 +120,7 @@ export function renderPrometheus(metrics: Metric[]): string {
   for (const m of metrics) {
     out += `# HELP ${m.name} ${m.help}\n# TYPE ${m.name} ${m.type}\n`;
     if (m.type !== "histogram") {
-      if ("value" in m) {
-        out += `${m.name} ${m.value}\n`;
-        continue;
-      }
-      for (const { labels, value } of m.values) {
-        const pairs = Object.entries(labels).map(([k, v]) => `${k}="${labelValue(v)}"`);
-        out += `${m.name}{${pairs.join(",")}} ${value}\n`;
-      }
+      for (const [sample, value] of samplesOf(m)) out += `${sample} ${value}\n`;
       continue;
     }
     const h = m.histogram;

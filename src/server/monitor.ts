@@ -1,11 +1,18 @@
 /**
- * The monitoring endpoints served on METRICS_PORT: `/metrics` (Prometheus text format) and
- * `/healthz`. Everything they show comes from {@linkcode ServerStats}, read when asked.
+ * The monitoring endpoints served on METRICS_PORT: `/metrics` (Prometheus text format),
+ * `/healthz`, and the live status page (`/`, its assets and `/events`; see `../status/`). With
+ * AUTH_TOKEN set, all but `/healthz` need it (`../status/access.ts`). Everything they show comes
+ * from {@linkcode ServerStats}, read when asked.
  *
  * @module
  */
 
+import type { Config } from "../config.ts";
 import type { HttpReply, HttpRequest } from "../http/http_server.ts";
+import { ErrorCode, NackCode } from "../protocol/frames.ts";
+import { Access } from "../status/access.ts";
+import type { StatusFeedOptions } from "../status/feed.ts";
+import { StatusPage } from "../status/page.ts";
 import { type Metric, renderPrometheus } from "./metrics.ts";
 import type { ServerStats } from "./server.ts";
 
@@ -14,6 +21,12 @@ export interface MonitorSource {
   stats(): ServerStats;
   /** True once shutdown has begun. */
   stopping(): boolean;
+  /** The settings: AUTH_TOKEN guards the endpoints, and the page shows the rest. */
+  config: Config;
+  /** What the store calls itself (`Store.name`). */
+  storeName: string;
+  /** When the server started (ms since the epoch). */
+  startedAt: number;
 }
 
 function c(name: string, help: string, value: number): Metric {
@@ -22,6 +35,52 @@ function c(name: string, help: string, value: number): Metric {
 
 function g(name: string, help: string, value: number): Metric {
   return { name, help, type: "gauge", value };
+}
+
+function namesOf(codes: Record<string, number>): Record<number, string> {
+  const names: Record<number, string> = {};
+  for (const [key, code] of Object.entries(codes)) {
+    names[code] = key.toLowerCase().replace(/_/g, " ");
+  }
+  return names;
+}
+
+/**
+ * What each NACK code means, from the protocol's own constants (`docs/protocol.md`).
+ *
+ * @example
+ * ```ts
+ * import { NACK_NAMES } from "./monitor.ts";
+ * NACK_NAMES[3]; // "duplicate"
+ * ```
+ */
+export const NACK_NAMES: Readonly<Record<number, string>> = namesOf(NackCode);
+
+/**
+ * What each ERROR code means, from the protocol's own constants (`docs/protocol.md`).
+ *
+ * @example
+ * ```ts
+ * import { ERROR_NAMES } from "./monitor.ts";
+ * ERROR_NAMES[4]; // "too many connections"
+ * ```
+ */
+export const ERROR_NAMES: Readonly<Record<number, string>> = namesOf(ErrorCode);
+
+/** One counter per code (slot 0 of `counts` unused), labelled `code`. */
+function byCode(
+  name: string,
+  help: string,
+  counts: readonly number[],
+  names: Readonly<Record<number, string>>,
+): Metric {
+  const legend = Object.entries(names).map(([code, what]) => `${code} ${what}`).join(", ");
+  return {
+    name,
+    help: `${help} (${legend}).`,
+    type: "counter",
+    values: counts.slice(1).map((value, i) => ({ labels: { code: String(i + 1) }, value })),
+  };
 }
 
 /**
@@ -53,7 +112,11 @@ export function metricsOf(s: ServerStats): Metric[] {
     c("msgserver_messages_received_total", "MSG frames received.", s.received),
     c("msgserver_messages_written_total", "Records written to the file.", s.writer.records),
     c("msgserver_messages_acked_total", "Records acked.", s.acked),
-    c("msgserver_messages_nacked_total", "Messages refused with NACK 1 or 2.", s.nacked),
+    c(
+      "msgserver_messages_nacked_total",
+      "Messages refused with NACK 1 or 2 (NACK 3 counts as duplicate, NACK 4 as failed).",
+      s.nacked,
+    ),
     c("msgserver_messages_duplicate_total", "Duplicates refused (NACK 3).", s.duplicates),
     c(
       "msgserver_messages_failed_total",
@@ -64,6 +127,13 @@ export function metricsOf(s: ServerStats): Metric[] {
       "msgserver_protocol_errors_total",
       "Connections closed for a protocol violation.",
       s.protocolErrors,
+    ),
+    byCode("msgserver_nacks_total", "NACK frames sent, by code", s.nacks, NACK_NAMES),
+    byCode(
+      "msgserver_errors_total",
+      "ERROR frames sent, by code, refusals at accept included",
+      s.errors,
+      ERROR_NAMES,
     ),
     c("msgserver_bytes_written_total", "Bytes written to the file.", s.writer.bytes),
     c("msgserver_batches_total", "Batches written.", s.writer.batches),
@@ -121,17 +191,6 @@ export function metricsOf(s: ServerStats): Metric[] {
 /** What alerting rules and `msgserver status` compare the counters above against. */
 function operatorMetrics(s: ServerStats): Metric[] {
   return [
-    {
-      name: "msgserver_nacks_total",
-      help: "Messages refused, by NACK code (1 too large, 2 bad name, 3 duplicate, 4 storage).",
-      type: "counter",
-      values: [
-        { labels: { code: "1" }, value: s.nackedTooLarge },
-        { labels: { code: "2" }, value: s.nackedBadName },
-        { labels: { code: "3" }, value: s.duplicates },
-        { labels: { code: "4" }, value: s.writer.failedRecords },
-      ],
-    },
     g("msgserver_queue_capacity_records", "QUEUE_CAPACITY.", s.queueCapacity.records),
     g("msgserver_queue_capacity_bytes", "QUEUE_MAX_BYTES.", s.queueCapacity.bytes),
   ];
@@ -176,7 +235,7 @@ function openDescriptors(): number {
 }
 
 /**
- * The handler for METRICS_PORT.
+ * The handler for METRICS_PORT. `feed` sets the status page's tick and viewer cap (for tests).
  *
  * @example
  * ```ts
@@ -192,13 +251,31 @@ function openDescriptors(): number {
  * await http.close();
  * ```
  */
-export function monitorRoutes(source: MonitorSource): (req: HttpRequest) => HttpReply {
+export function monitorRoutes(
+  source: MonitorSource,
+  feed: StatusFeedOptions = {},
+): (req: HttpRequest) => HttpReply {
+  const access = source.config.AUTH_TOKEN === "" ? null : new Access(source.config.AUTH_TOKEN);
+  const page = new StatusPage({
+    read: () => ({
+      time: Date.now(),
+      stopping: source.stopping(),
+      metrics: metricsOf(source.stats()),
+    }),
+    storeMetrics: () => source.stats().storeMetrics,
+    config: source.config,
+    storeName: source.storeName,
+    startedAt: source.startedAt,
+    codes: { nack: NACK_NAMES, error: ERROR_NAMES },
+  }, feed);
   return (req) => {
     if (req.path === "/healthz") {
       return source.stopping()
         ? { status: 503, body: "stopping\n" }
         : { status: 200, body: "ok\n" };
     }
+    const refused = access?.check(req) ?? null;
+    if (refused !== null) return refused;
     if (req.path === "/metrics") {
       return {
         status: 200,
@@ -206,6 +283,6 @@ export function monitorRoutes(source: MonitorSource): (req: HttpRequest) => Http
         body: renderPrometheus(metricsOf(source.stats())),
       };
     }
-    return { status: 404, body: "not found\n" };
+    return page.route(req) ?? { status: 404, body: "not found\n" };
   };
 }

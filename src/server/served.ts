@@ -33,6 +33,10 @@ export interface ConnectionStats {
   duplicates: number;
   /** Connections closed with ERROR 1. */
   protocolErrors: number;
+  /** NACK frames sent, by code (`nacks[3]`: NACK 3); slot 0 is unused. */
+  nacks: number[];
+  /** ERROR frames sent, by code (`errors[4]`: ERROR 4, refusals at accept too); slot 0 is unused. */
+  errors: number[];
 }
 
 /** What the server needs of any connection it serves, native or legacy. */

@@ -13,7 +13,13 @@
 import type { Config } from "../config.ts";
 import { Logger } from "../log.ts";
 import type { DecoderLimits } from "../protocol/decoder.ts";
-import { MAX_CONTROL_FRAME_LENGTH, msgFrameLimit, OVERSIZE_FACTOR } from "../protocol/frames.ts";
+import {
+  ErrorCode,
+  MAX_CONTROL_FRAME_LENGTH,
+  msgFrameLimit,
+  NackCode,
+  OVERSIZE_FACTOR,
+} from "../protocol/frames.ts";
 import { Channel } from "./channel.ts";
 import { Connection } from "./connection.ts";
 import {
@@ -150,6 +156,8 @@ export class MsgServer {
     nackedBadName: 0,
     duplicates: 0,
     protocolErrors: 0,
+    nacks: new Array(Math.max(...Object.values(NackCode)) + 1).fill(0),
+    errors: new Array(Math.max(...Object.values(ErrorCode)) + 1).fill(0),
   };
   readonly #writerDone: Promise<void>;
   readonly #sweeper: ReturnType<typeof setInterval>;
@@ -158,6 +166,8 @@ export class MsgServer {
   /** The metrics address, when METRICS_PORT is set. */
   metricsAddr: Deno.NetAddr | null = null;
   #total = 0;
+  /** When the server started (ms since the epoch), for the status page's uptime. */
+  readonly #startedAt = Date.now();
   readonly #acceptStats = { acceptErrors: 0, shed: 0, refused: 0 };
   readonly #refusals = new RefusalBudget(REFUSALS_PER_SECOND);
   #stopping = false;
@@ -229,7 +239,10 @@ export class MsgServer {
         // The legacy protocol has no ERROR frame, and on a TLS port a plaintext one would only
         // break the peer's handshake: there a refusal just closes.
         if (legacy || tls !== null) closeQuietly(conn);
-        else refuse(conn, "too many connections");
+        else {
+          this.#connStats.errors[ErrorCode.TOO_MANY_CONNECTIONS]!++;
+          refuse(conn, "too many connections");
+        }
         return;
       }
       try {
@@ -249,7 +262,10 @@ export class MsgServer {
       log,
       stats,
       shed: (conn) => {
-        if (tls === null) return refuse(conn, "too many connections: out of file descriptors");
+        if (tls === null) {
+          this.#connStats.errors[ErrorCode.TOO_MANY_CONNECTIONS]!++;
+          return refuse(conn, "too many connections: out of file descriptors");
+        }
         closeQuietly(conn);
         return Promise.resolve();
       },
@@ -291,7 +307,13 @@ export class MsgServer {
     const config = this.#config;
     this.#monitor = HttpServer.listen(
       { hostname: config.IP, port: config.METRICS_PORT, name: "METRICS_PORT", log: this.#log },
-      monitorRoutes({ stats: () => this.stats(), stopping: () => this.#stopping }),
+      monitorRoutes({
+        stats: () => this.stats(),
+        stopping: () => this.#stopping,
+        config,
+        storeName: this.#store.name,
+        startedAt: this.#startedAt,
+      }),
     );
     this.metricsAddr = this.#monitor.addr;
   }
@@ -367,6 +389,8 @@ export class MsgServer {
   stats(): ServerStats {
     return {
       ...this.#connStats,
+      nacks: [...this.#connStats.nacks],
+      errors: [...this.#connStats.errors],
       connectionsOpen: this.#connections.size,
       connectionsTotal: this.#total,
       queueRecords: this.#queue.records,

@@ -11,7 +11,7 @@ import { closeQuietly } from "../io/close_quietly.ts";
 import { writeAll } from "../io/write_all.ts";
 import { exists, openDataFile, type Opened, type OpenFile, recoverWith } from "./data_file.ts";
 import type { Logger } from "../log.ts";
-import { BucketHistogram, LATENCY_BOUNDS } from "../server/metrics.ts";
+import { BucketHistogram, LATENCY_BOUNDS, type Metric } from "../server/metrics.ts";
 import { concat } from "../io/concat.ts";
 import { syncDirectoryOf } from "../io/sync_directory.ts";
 import {
@@ -389,6 +389,24 @@ export class FileStore implements Store {
 
   lastStored(clientId: number, session: bigint): Promise<number | null> {
     return Promise.resolve(this.#table.get(sessionKey(clientId, session))?.lastId ?? null);
+  }
+
+  /** The data file's size and how often it was rotated. */
+  metrics(): Metric[] {
+    return [
+      {
+        name: "msgserver_file_bytes",
+        help: "Bytes in the data file being appended to.",
+        type: "gauge",
+        value: this.#size,
+      },
+      {
+        name: "msgserver_file_rotations_total",
+        help: "Data files rotated aside (FILE_MAX_BYTES).",
+        type: "counter",
+        value: this.rotations,
+      },
+    ];
   }
 
   /** Closes the data file and the journal, compacted so the next start reads little. */
