@@ -20,7 +20,9 @@ import { ChildServer } from "./child_server.ts";
 import { ClusterRun } from "./cluster.ts";
 import { type Options, parseOptions, USAGE, UsageError } from "./options.ts";
 import { formatReport, type Report } from "./report.ts";
-import { runLoad } from "./run.ts";
+import { runLoad, STOP_LIMIT_MS } from "./run.ts";
+import { openStatusPages, type StatusPages } from "./status_pages.ts";
+import { freePort } from "../../tests/support/net.ts";
 
 /**
  * Parses `args`, runs the load and prints the report; resolves with the exit status: 0 when
@@ -49,9 +51,12 @@ export async function main(args: string[]): Promise<number> {
   }
   if (options.cluster) return await mainCluster(options);
   let server: ChildServer | null = null;
+  const metricsPort = options.statusPages > 0 ? freePort() : null;
   if (options.port === null) {
     try {
-      server = await ChildServer.start(options.host, options.ackMode);
+      server = await ChildServer.start(options.host, options.ackMode, {
+        args: metricsPort === null ? [] : ["--metrics-port", String(metricsPort)],
+      });
     } catch (e) {
       console.error(`bench: ${(e as Error).message}`);
       return 1;
@@ -67,7 +72,30 @@ export async function main(args: string[]): Promise<number> {
     Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", onSignal);
-  const report = await runLoad(options, server);
+  let pages: StatusPages | null = null;
+  const seen: number[][] = [];
+  if (metricsPort !== null) {
+    try {
+      pages = await openStatusPages(`http://${options.host}:${metricsPort}/`, options.statusPages);
+    } catch (e) {
+      console.error(`bench: ${(e as Error).message}`);
+      await server?.stop(STOP_LIMIT_MS);
+      await server?.removeDir();
+      return 1;
+    }
+    console.error(`bench: ${pages.count} status pages open on port ${metricsPort}`);
+  }
+  const report = await runLoad(options, server, {
+    afterPhases: async () => {
+      if (pages === null) return [];
+      const { snapshots, problems } = await pages.close();
+      seen.push(snapshots);
+      return problems;
+    },
+  });
+  if (pages !== null && seen[0] !== undefined) {
+    report.statusPages = { count: pages.count, snapshots: seen[0] };
+  }
   print(report, options);
   Deno.removeSignalListener("SIGINT", onSignal);
   if (server !== null) {

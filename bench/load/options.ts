@@ -183,6 +183,8 @@ export interface Options {
    * (STORE=jetstream), and checks each stream's export instead of a data file.
    */
   cluster: boolean;
+  /** Status pages to keep open in headless Chromium during the run (0: none). */
+  statusPages: number;
 }
 
 /** The `--help` text: every flag, then the presets. */
@@ -209,6 +211,8 @@ Flags:
   --connect-concurrency N  connects in flight at once (default 500)
   --stallers N           also keep N peers that flood frames the server must refuse and never
                          read (see the stalled-peers preset)
+  --status-pages N       keep N live status pages (GET / on a METRICS_PORT the tool gives its
+                         server) open in headless Chromium for the run (at most 16)
   --token TOKEN          AUTH_TOKEN for a running server (default $MS_AUTH_TOKEN)
   --json                 print one JSON object instead of the table
   --keep                 keep the temp dir: the data file (the exports, for the cluster
@@ -292,6 +296,7 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
         timeout: { type: "string" },
         "connect-concurrency": { type: "string" },
         stallers: { type: "string" },
+        "status-pages": { type: "string" },
         token: { type: "string" },
         json: { type: "boolean" },
         keep: { type: "boolean" },
@@ -364,6 +369,13 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
       `--preset ${presetName} starts its own servers: --port does not go with it`,
     );
   }
+  const statusPages = int("status-pages", values["status-pages"], 0, 16) ?? 0;
+  if (statusPages > 0 && (port !== null || cluster)) {
+    throw new UsageError(
+      "--status-pages opens the status page of the one server the tool starts: it does not go " +
+        (port !== null ? "with --port" : `with --preset ${presetName}`),
+    );
+  }
   if (cluster && ackMode === "durable") {
     throw new UsageError(
       `--preset ${presetName} runs STORE=jetstream, which does not take --ack-mode durable`,
@@ -382,5 +394,6 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
       500,
     token: values.token ?? env("MS_AUTH_TOKEN") ?? "",
     cluster,
+    statusPages,
   };
 }

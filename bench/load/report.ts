@@ -44,6 +44,8 @@ export interface Report {
   phases: Omit<PhaseResult, "ackedByClient" | "ledgers">[];
   /** The line count check, or null for a running server (and for the cluster preset). */
   fileCheck: FileCheck | null;
+  /** With `--status-pages`: how many were open and the snapshots each received during the run. */
+  statusPages?: { count: number; snapshots: number[] };
   /** The cluster preset's own figures, phase by phase; absent for the other presets. */
   cluster?: ClusterReport;
   /** True when nothing went wrong (the exit status is 0). */
@@ -162,6 +164,12 @@ export function formatReport(r: Report): string {
       : `msgserver load: preset ${r.preset ?? "(none)"}, server ${s.host}:${s.port}` +
         (s.startedByBench ? ` (started by the bench, pid ${s.pid}, ack-mode ${r.ackMode})` : ""),
   );
+  if (r.statusPages !== undefined) {
+    out.push(
+      `status pages open during the run: ${r.statusPages.count} (snapshots received: ` +
+        `${r.statusPages.snapshots.join(", ")})`,
+    );
+  }
   out.push("");
   const p = r.phases;
   const row = (label: string, f: (x: (typeof p)[number]) => string) => [label, ...p.map(f)];

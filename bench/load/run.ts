@@ -15,6 +15,15 @@ import type { Report } from "./report.ts";
 /** How long a server the tool started has to exit after SIGTERM before it is killed. */
 export const STOP_LIMIT_MS = 30_000;
 
+/** What {@linkcode runLoad} calls besides the phases. */
+export interface RunHooks {
+  /**
+   * Called once the phases are over, before the server is stopped (e.g. to close the status pages
+   * while the server still answers them); resolves with problems to report.
+   */
+  afterPhases?: () => Promise<string[]>;
+}
+
 /**
  * Runs the phases of `options` against `server` (started by the caller; null to use the one at
  * `options.host`:`options.port`), stops it, checks its data file and returns the report. The
@@ -33,7 +42,11 @@ export const STOP_LIMIT_MS = 30_000;
  * await server.removeDir();
  * ```
  */
-export async function runLoad(options: Options, server: ChildServer | null): Promise<Report> {
+export async function runLoad(
+  options: Options,
+  server: ChildServer | null,
+  hooks: RunHooks = {},
+): Promise<Report> {
   const port = server?.port ?? options.port!;
   const ctx: PhaseContext = {
     host: options.host,
@@ -53,6 +66,8 @@ export async function runLoad(options: Options, server: ChildServer | null): Pro
     results.push(result);
     if (result.timedOut) break;
   }
+
+  problems.push(...await hooks.afterPhases?.() ?? []);
 
   // Read before the file check, which is the bench's own work, not load generation.
   const selfCpu = await readCpu(Deno.pid);

@@ -5,6 +5,7 @@
 
 import { equal, match, ok } from "node:assert/strict";
 import { spawnServer } from "../support/spawn.ts";
+import { requireTool } from "../support/tools.ts";
 
 const MAIN = decodeURIComponent(new URL("../../bench/load/main.ts", import.meta.url).pathname);
 
@@ -75,4 +76,23 @@ Deno.test("the load tool exits 2 with the usage text on a bad flag", async () =>
   equal(run.code, 2);
   match(run.stderr, /^bench: --window is "0"; allowed: an integer from 1 to 1000000\n\nUsage: /);
   equal(run.stdout, "");
+});
+
+Deno.test({
+  name:
+    "the load tool keeps status pages open in Chromium for the run, and says what they received",
+  ignore: !requireTool("chromium"),
+  async fn() {
+    const run = await bench([
+      ...["--connections", "2", "--window", "16", "--duration", "2.5", "--status-pages", "2"],
+    ]);
+    equal(run.code, 0, run.stdout + run.stderr);
+    match(run.stderr, /^bench: 2 status pages open on port \d+$/m);
+    const seen = /^status pages open during the run: 2 \(snapshots received: (\d+), (\d+)\)$/m
+      .exec(run.stdout);
+    ok(seen !== null, run.stdout);
+    // One snapshot a second for 2.5 s of load: each page got at least two while it ran.
+    ok(Number(seen[1]) >= 2 && Number(seen[2]) >= 2, seen[0]);
+    match(run.stdout, /\nfile check: [\d,]+ lines, [\d,]+ acked: OK\n$/);
+  },
 });

@@ -41,6 +41,7 @@ Deno.test("parseOptions() without flags runs 64 x 256 for 5 s against a server i
     connectConcurrency: 500,
     token: "",
     cluster: false,
+    statusPages: 0,
   });
 });
 
@@ -70,6 +71,7 @@ Deno.test("parseOptions() reads every flag", () => {
     connectConcurrency: 4,
     token: "t0k",
     cluster: false,
+    statusPages: 0,
   });
   const counted = only(parse(["--count", "1000", "--connections", "8"]));
   equal(counted.count, 1000);
@@ -201,4 +203,26 @@ Deno.test("the cluster preset refuses --port and --ack-mode durable", () => {
     (e) => e instanceof UsageError && /does not take --ack-mode durable/.test(e.message),
   );
   equal(parse(["--preset", "cluster", "--ack-mode", "received"]).ackMode, "received");
+});
+
+Deno.test("--status-pages opens up to 16 pages on the server the tool starts, and only there", () => {
+  equal(parse(["--status-pages", "2", "--preset", "throughput"]).statusPages, 2);
+  throws(
+    () => parse(["--status-pages", "17"]),
+    (e) =>
+      e instanceof UsageError &&
+      e.message === '--status-pages is "17"; allowed: an integer from 0 to 16',
+  );
+  throws(
+    () => parse(["--status-pages", "1", "--port", "9000"]),
+    (e) =>
+      e instanceof UsageError &&
+      e.message ===
+        "--status-pages opens the status page of the one server the tool starts: it does not go with --port",
+  );
+  throws(
+    () => parse(["--status-pages", "1", "--preset", "cluster"]),
+    (e) => e instanceof UsageError && /does not go with --preset cluster$/.test(e.message),
+  );
+  match(USAGE, /\n {2}--status-pages N {7}keep N live status pages/);
 });
