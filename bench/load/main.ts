@@ -73,7 +73,7 @@ export async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", onSignal);
   let pages: StatusPages | null = null;
-  const seen: number[][] = [];
+  const seen: { snapshots: number[]; browserCpuS: number | null }[] = [];
   if (metricsPort !== null) {
     try {
       pages = await openStatusPages(`http://${options.host}:${metricsPort}/`, options.statusPages);
@@ -88,13 +88,13 @@ export async function main(args: string[]): Promise<number> {
   const report = await runLoad(options, server, {
     afterPhases: async () => {
       if (pages === null) return [];
-      const { snapshots, problems } = await pages.close();
-      seen.push(snapshots);
+      const { snapshots, browserCpuS, problems } = await pages.close();
+      seen.push({ snapshots, browserCpuS });
       return problems;
     },
   });
   if (pages !== null && seen[0] !== undefined) {
-    report.statusPages = { count: pages.count, snapshots: seen[0] };
+    report.statusPages = { count: pages.count, ...seen[0] };
   }
   print(report, options);
   Deno.removeSignalListener("SIGINT", onSignal);

@@ -45,7 +45,7 @@ export interface Report {
   /** The line count check, or null for a running server (and for the cluster preset). */
   fileCheck: FileCheck | null;
   /** With `--status-pages`: how many were open and the snapshots each received during the run. */
-  statusPages?: { count: number; snapshots: number[] };
+  statusPages?: { count: number; snapshots: number[]; browserCpuS: number | null };
   /** The cluster preset's own figures, phase by phase; absent for the other presets. */
   cluster?: ClusterReport;
   /** True when nothing went wrong (the exit status is 0). */
@@ -167,7 +167,8 @@ export function formatReport(r: Report): string {
   if (r.statusPages !== undefined) {
     out.push(
       `status pages open during the run: ${r.statusPages.count} (snapshots received: ` +
-        `${r.statusPages.snapshots.join(", ")})`,
+        `${r.statusPages.snapshots.join(", ")}; Chromium's CPU over the run: ` +
+        `${r.statusPages.browserCpuS?.toFixed(2) ?? "n/a"} s)`,
     );
   }
   out.push("");

@@ -9,6 +9,7 @@
 
 import type { Page } from "playwright-core";
 import { TOOLS } from "../../tools/ensure_tools.ts";
+import { readCpu } from "./proc.ts";
 
 /** How long a page has to show its first snapshot. */
 const LIVE_TIMEOUT_MS = 15_000;
@@ -18,10 +19,45 @@ export interface StatusPages {
   /** How many are open. */
   readonly count: number;
   /**
-   * Closes the pages and the browser; resolves with the snapshots each page received, and the
-   * problems the pages reported (console errors, uncaught exceptions).
+   * Closes the pages and the browser; resolves with the snapshots each page received, the CPU
+   * seconds Chromium's processes used while the pages were open (null where /proc says nothing),
+   * and the problems the pages reported (console errors, uncaught exceptions).
    */
-  close(): Promise<{ snapshots: number[]; problems: string[] }>;
+  close(): Promise<{ snapshots: number[]; browserCpuS: number | null; problems: string[] }>;
+}
+
+/**
+ * CPU seconds used so far by this process's descendants that run Chromium: the browser shares
+ * the machine's cores with the server and the load, so its cost is said apart from theirs.
+ */
+async function chromiumCpu(): Promise<number | null> {
+  const parents = new Map<number, number>();
+  try {
+    for await (const entry of Deno.readDir("/proc")) {
+      const pid = Number(entry.name);
+      if (!Number.isInteger(pid)) continue;
+      const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => null);
+      if (stat === null) continue;
+      parents.set(pid, Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    }
+  } catch {
+    return null;
+  }
+  const descends = (pid: number): boolean => {
+    for (let p = parents.get(pid); p !== undefined && p > 1; p = parents.get(p)) {
+      if (p === Deno.pid) return true;
+    }
+    return false;
+  };
+  let total = 0;
+  for (const pid of parents.keys()) {
+    if (!descends(pid)) continue;
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    if (!cmdline.includes("chromium")) continue;
+    const cpu = await readCpu(pid);
+    if (cpu !== null) total += cpu.user + cpu.sys;
+  }
+  return total;
 }
 
 /**
@@ -72,12 +108,18 @@ export async function openStatusPages(url: string, count: number): Promise<Statu
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const first = await seqs();
+    const cpuBefore = await chromiumCpu();
     return {
       count,
       close: async () => {
         const last = await seqs().catch(() => first);
+        const cpuAfter = await chromiumCpu();
         await browser.close();
-        return { snapshots: last.map((seq, i) => seq - first[i]!), problems };
+        return {
+          snapshots: last.map((seq, i) => seq - first[i]!),
+          browserCpuS: cpuBefore === null || cpuAfter === null ? null : cpuAfter - cpuBefore,
+          problems,
+        };
       },
     };
   } catch (e) {

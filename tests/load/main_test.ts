@@ -88,8 +88,9 @@ Deno.test({
     ]);
     equal(run.code, 0, run.stdout + run.stderr);
     match(run.stderr, /^bench: 2 status pages open on port \d+$/m);
-    const seen = /^status pages open during the run: 2 \(snapshots received: (\d+), (\d+)\)$/m
-      .exec(run.stdout);
+    const seen =
+      /^status pages open during the run: 2 \(snapshots received: (\d+), (\d+); Chromium's CPU over the run: \d+\.\d\d s\)$/m
+        .exec(run.stdout);
     ok(seen !== null, run.stdout);
     // One snapshot a second for 2.5 s of load: each page got at least two while it ran.
     ok(Number(seen[1]) >= 2 && Number(seen[2]) >= 2, seen[0]);
