@@ -2,6 +2,9 @@
 // to an honest client. Every case is generated from a fixed seed, and an independent model of
 // docs/protocol.md predicts, from the bytes alone, what the server must write to the file and
 // what it must reply. Replies and the file are checked against that prediction.
+//
+// (Over 400 lines: the independent model of the protocol and the fuzzer that drives the server
+// with it belong together.)
 import { deepStrictEqual, equal, fail, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { encodeHello, encodeMsg } from "../src/protocol/frames.ts";

@@ -1,6 +1,9 @@
 // Limits under attack: giant frames, slow peers (sloths), and memory under a flood of large
 // messages against a slowed writer. The sloth and memory tests run the server as its own process,
 // so its file descriptors and memory are its own and can be measured from /proc.
+//
+// (Over 400 lines: each limit README's Limits section promises is tested here against a real
+// server, one test each, with the helpers they share.)
 import { deepStrictEqual, equal, fail, match, ok } from "node:assert/strict";
 import { MsgClient } from "../src/client/client.ts";
 import { Decoded } from "../src/protocol/decoder.ts";

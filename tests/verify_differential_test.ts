@@ -6,6 +6,9 @@
  * report from both, field for field, and every line must be accepted by `LineScan` exactly when
  * `parseLine` accepts it. A failing seed is printed and replays the same file.
  *
+ * (Over 400 lines: most of it is the reference verifier, copied unchanged so that the comparison
+ * is fair.)
+ *
  * @module
  */
 

@@ -17,6 +17,9 @@
  * Everything it starts is stopped by the end of {@linkcode ClusterRun.run}, or by
  * {@linkcode ClusterRun.abort} (Ctrl-C); every wait is bounded.
  *
+ * (Over 400 lines: the cluster preset's whole run, from the cluster through each phase's server,
+ * leader kill, export and check to the CPU accounting, read top to bottom in one place.)
+ *
  * @module
  */
 

@@ -4,6 +4,9 @@
  * rewritten before each write, send times live in a typed array indexed by msg_id modulo the
  * window, and ACKs are decoded in place from the reply decoder's buffer.
  *
+ * (Over 400 lines: the per-connection hot loop, its reply decoding, the resume after ERROR 8 and
+ * the ledger share one connection's state.)
+ *
  * @module
  */
 

@@ -2,6 +2,9 @@
  * One phase of a load run: open the connections, let them send together for a time or a count,
  * then gather what they measured into a {@linkcode PhaseResult}.
  *
+ * (Over 400 lines: the phase's counters, its progress line, the stall measure and the run itself
+ * read each other's state; the per-connection loop is apart, in connection.ts.)
+ *
  * @module
  */
 

@@ -9,6 +9,9 @@
  * FLUSH_INTERVAL_MS=0, as soon as the queue runs dry (group commit: while one batch is being
  * stored the next gathers).
  *
+ * (Over 400 lines: batching, acks, refusals and the retry window around the store all turn on the
+ * batch in flight.)
+ *
  * @module
  */
 

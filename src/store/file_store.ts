@@ -4,6 +4,9 @@
  * file aside and starting a new one, recovering when the new one cannot be opened at once; and at
  * open it moves a torn last line, left by a crash mid-write, to `<FILE_NAME>.torn`.
  *
+ * (Over 400 lines: append with rollback, sync, rotation with its retries and reopen all share the
+ * open file's state; data_file.ts and journal.ts hold what stands alone.)
+ *
  * @module
  */
 

@@ -12,6 +12,9 @@
  * under the same name (nats-server 2.9.10 loses the head of such a stream on a restarted replica):
  * use a fresh cluster or a fresh stream name.
  *
+ * (Over 400 lines: one node's process with its start, stop, kill and restart, and the cluster's
+ * waits for JetStream and for stream leaders, which the tests and the cluster preset share.)
+ *
  * @module
  */
 
