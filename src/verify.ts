@@ -20,6 +20,7 @@
  */
 
 import { parseLine } from "./server/line.ts";
+import { readWholeLines } from "./io/whole_lines.ts";
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -30,7 +31,6 @@ const LETTER_R = 0x72;
 const DIGIT_0 = 0x30;
 const DEL = 0x7f;
 const MAX_U32 = 0xffffffff;
-const CHUNK = 1024 * 1024;
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 /** Spans a run may always keep; see `RunIndex`. */
@@ -355,47 +355,29 @@ export async function verifyFile(
   };
 
   const scan = new LineScan();
-  const file = await Deno.open(path, { read: true });
-  try {
-    let buf = new Uint8Array(CHUNK);
-    let filled = 0;
-    for (;;) {
-      if (filled === buf.length) {
-        const grown = new Uint8Array(buf.length * 2); // a line longer than the buffer
-        grown.set(buf);
-        buf = grown;
+  const { bytes, tornBytes } = await readWholeLines(path, (chunk) => {
+    const end = chunk.length;
+    let start = 0;
+    while (start < end) {
+      let nl = scan.scan(chunk, start, end);
+      report.lines++;
+      if (nl < 0) {
+        // Malformed: the slow path says why. The chunk ends with a line feed, so there is one.
+        nl = chunk.indexOf(LF, start);
+        checkSlowly(chunk.subarray(start, nl));
+      } else {
+        check(scan.clientId, scan.msgId, scan.hash);
       }
-      const n = await file.read(buf.subarray(filled));
-      if (n === null) break;
-      report.bytes += n;
-      filled += n;
-      let start = 0;
-      for (;;) {
-        let nl = scan.scan(buf, start, filled);
-        if (nl < 0) {
-          // Malformed, or not whole in the buffer: without a line feed, read on.
-          nl = buf.indexOf(LF, start);
-          if (nl < 0 || nl >= filled) break;
-          report.lines++;
-          checkSlowly(buf.subarray(start, nl));
-        } else {
-          report.lines++;
-          check(scan.clientId, scan.msgId, scan.hash);
-        }
-        start = nl + 1;
-      }
-      buf.copyWithin(0, start, filled);
-      filled -= start;
+      start = nl + 1;
     }
-    if (filled > 0) {
-      report.tornBytes = filled;
-      report.defectCount++;
-      if (report.defects.length < maxDefects) {
-        report.defects.push(`end of file: torn last line (${filled} bytes without a line feed)`);
-      }
+  });
+  report.bytes = bytes;
+  if (tornBytes > 0) {
+    report.tornBytes = tornBytes;
+    report.defectCount++;
+    if (report.defects.length < maxDefects) {
+      report.defects.push(`end of file: torn last line (${tornBytes} bytes without a line feed)`);
     }
-  } finally {
-    file.close();
   }
   return report;
 }

@@ -11,13 +11,13 @@
  * @module
  */
 
+import { readWholeLines } from "../../src/io/whole_lines.ts";
 import { LineScan, verifyFile } from "../../src/verify.ts";
 
 /** Clients named in {@linkcode FileCheck.clientMismatches}, and defects kept as samples. */
 const SAMPLES = 3;
 
 const LF = 0x0a;
-const CHUNK = 1024 * 1024;
 
 /** What one client sent and what was refused, for the check of each msg_id. */
 export interface ClientLedger {
@@ -223,35 +223,15 @@ async function checkIds(
 /** Calls `visit` with the client_id and msg_id of each well-formed line of the file. */
 async function scanIds(path: string, visit: (client: number, id: number) => void): Promise<void> {
   const scan = new LineScan();
-  const file = await Deno.open(path, { read: true });
-  try {
-    let buf = new Uint8Array(CHUNK);
-    let filled = 0;
-    for (;;) {
-      if (filled === buf.length) {
-        const grown = new Uint8Array(buf.length * 2); // a line longer than the buffer
-        grown.set(buf);
-        buf = grown;
-      }
-      const n = await file.read(buf.subarray(filled));
-      if (n === null) break;
-      filled += n;
-      let start = 0;
-      for (;;) {
-        let nl = scan.scan(buf, start, filled);
-        if (nl < 0) {
-          // Malformed (the verifier reports it), or not whole yet: read on.
-          nl = buf.indexOf(LF, start);
-          if (nl < 0 || nl >= filled) break;
-        } else {
-          visit(scan.clientId, scan.msgId);
-        }
-        start = nl + 1;
-      }
-      buf.copyWithin(0, start, filled);
-      filled -= start;
+  await readWholeLines(path, (chunk) => {
+    const end = chunk.length;
+    let start = 0;
+    while (start < end) {
+      let nl = scan.scan(chunk, start, end);
+      // A malformed line is skipped here: the verifier reports it.
+      if (nl < 0) nl = chunk.indexOf(LF, start);
+      else visit(scan.clientId, scan.msgId);
+      start = nl + 1;
     }
-  } finally {
-    file.close();
-  }
+  });
 }

@@ -15,4 +15,5 @@ export { closeQuietly } from "./close_quietly.ts";
 export { concat } from "./concat.ts";
 export { deadline, delay, within } from "./within.ts";
 export { syncDirectoryOf } from "./sync_directory.ts";
+export { readWholeLines, type WholeLinesResult } from "./whole_lines.ts";
 export { writeAll, type Writer } from "./write_all.ts";
