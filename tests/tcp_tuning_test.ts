@@ -1,6 +1,7 @@
 // Tests for tcp_tuning_params.sh. The script is only ever run with --dry-run, --help or a bad
 // flag here, and always with MSGSERVER_SYSCTL_FILE pointing into a temporary directory, so
 // nothing on the host is changed.
+import { exists } from "../src/io/exists.ts";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { withTempDir } from "./support/server.ts";
@@ -51,16 +52,6 @@ async function runScript(
     stdout: decoder.decode(out.stdout),
     stderr: decoder.decode(out.stderr),
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }
 
 async function listDir(dir: string): Promise<string[]> {

@@ -14,6 +14,7 @@
 export { closeQuietly } from "./close_quietly.ts";
 export { concat } from "./concat.ts";
 export { deadline, delay, within } from "./within.ts";
+export { exists } from "./exists.ts";
 export { syncDirectoryOf } from "./sync_directory.ts";
 export { readWholeLines, type WholeLinesResult } from "./whole_lines.ts";
 export { writeAll, type Writer } from "./write_all.ts";

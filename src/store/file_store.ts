@@ -12,7 +12,8 @@
 
 import { closeQuietly } from "../io/close_quietly.ts";
 import { writeAll } from "../io/write_all.ts";
-import { exists, openDataFile, type Opened, type OpenFile, recoverWith } from "./data_file.ts";
+import { exists } from "../io/exists.ts";
+import { openDataFile, type Opened, type OpenFile, recoverWith } from "./data_file.ts";
 import type { Logger } from "../log.ts";
 import { BucketHistogram, LATENCY_BOUNDS, type Metric } from "../server/metrics.ts";
 import { concat } from "../io/concat.ts";

@@ -5,6 +5,7 @@
  * run or after Ctrl-C. About 20 s, most of it the NATS election after the kill.
  */
 
+import { exists } from "../../src/io/exists.ts";
 import { equal, match, ok } from "node:assert/strict";
 import type { Report } from "../../bench/load/report.ts";
 import { requireTool } from "../support/tools.ts";
@@ -32,16 +33,6 @@ function started(stderr: string): { pids: number[]; dirs: string[] } {
   );
   const dirs = [/temp dir (\S+)/.exec(stderr)?.[1], /\(stores in (\S+)\)/.exec(stderr)?.[1]];
   return { pids, dirs: dirs.filter((d) => d !== undefined) };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /** PIDs still running (a PID reused since is counted too: false alarms only, never misses). */

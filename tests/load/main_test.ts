@@ -3,6 +3,7 @@
  * itself, and against one already running.
  */
 
+import { exists } from "../../src/io/exists.ts";
 import { equal, match, ok } from "node:assert/strict";
 import { spawnServer } from "../support/spawn.ts";
 import { requireTool } from "../support/tools.ts";
@@ -18,16 +19,6 @@ async function bench(args: string[]): Promise<{ code: number; stdout: string; st
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 Deno.test("the load tool starts its server, sends a count, checks the file and cleans up", async () => {
