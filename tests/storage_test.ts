@@ -150,3 +150,23 @@ Deno.test("records refused for storage after their connection left are not repor
     equal(store.segments.join(""), "6 1 s m1\n6 2 s m2\n6 3 s m3\n");
   }, { store });
 });
+
+Deno.test("a store's own record cap (maxBatchRecords) takes the place of MSG_PER_WRITE", async () => {
+  const store = new FakeStore();
+  store.maxBatchRecords = 3;
+  let release!: () => void;
+  store.gate = new Promise((r) => release = r); // the first batch waits while the rest queue
+  await withServer({ MSG_PER_WRITE: 100 }, async ({ port, server }) => {
+    const client = await MsgClient.connect({ port, clientId: 1 });
+    const sent = Array.from({ length: 20 }, (_, i) => client.send("m", `x${i}`));
+    while (server.stats().received < 20) await delay(5);
+    store.gate = null;
+    release();
+    await Promise.all(sent);
+    await client.close();
+    const sizes = store.batches.map((b) => b.records);
+    equal(sizes.reduce((a, b) => a + b, 0), 20);
+    ok(sizes.every((n) => n <= 3), `batches of ${sizes.join(", ")}`);
+    ok(sizes.includes(3), `batches of ${sizes.join(", ")}: the queue should fill some`);
+  }, { store });
+});

@@ -194,7 +194,7 @@ export class MsgServer {
     this.#writer = new Writer(this.#queue, store, {
       maxFileBytes: config.FILE_MAX_BYTES,
       ackMode: config.ACK_MODE,
-      msgPerWrite: config.MSG_PER_WRITE,
+      msgPerWrite: store.maxBatchRecords ?? config.MSG_PER_WRITE,
       flushIntervalMs: config.FLUSH_INTERVAL_MS,
       log,
       ...(options.writeRetryMs === undefined ? {} : { writeRetryMs: options.writeRetryMs }),
@@ -369,6 +369,7 @@ export class MsgServer {
       store: store.name,
       ack_mode: config.ACK_MODE,
       msg_per_write: config.MSG_PER_WRITE,
+      ...store.maxBatchRecords === undefined ? {} : { batch_records: store.maxBatchRecords },
       flush_interval_ms: config.FLUSH_INTERVAL_MS,
       queue_capacity: config.QUEUE_CAPACITY,
       max_message_bytes: config.MAX_MESSAGE_BYTES,

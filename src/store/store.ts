@@ -127,6 +127,12 @@ export interface Store {
    */
   readonly maxBatchBytes?: number;
   /**
+   * The most records in one batch, for a store whose every append costs a round trip (so larger
+   * batches go faster); it takes the place of MSG_PER_WRITE, which is about file writes. Absent:
+   * MSG_PER_WRITE.
+   */
+  readonly maxBatchRecords?: number;
+  /**
    * True when other servers append to the same store (a JetStream stream shared by several
    * msgserver nodes). The server then asks {@linkcode Store.lastStored} on every HELLO, once what
    * it queued for the session has landed, and ends a session's connection (ERROR 8) after a

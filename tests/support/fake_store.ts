@@ -58,6 +58,8 @@ export class FakeStore implements Store {
   keepOnFailure: ((run: BatchRun) => boolean) | null = null;
   /** The largest batch the store takes, when set. */
   maxBatchBytes?: number;
+  /** The most records in a batch, when set (in place of MSG_PER_WRITE). */
+  maxBatchRecords?: number;
 
   get size(): number {
     return new TextEncoder().encode(this.segments.at(-1)!).length;
