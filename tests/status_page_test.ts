@@ -7,7 +7,7 @@
  * sample of that name and keeps the raw number in `data-value`), and ticks are told apart by the
  * snapshot number the page writes to `body[data-seq]`.
  *
- * (Over 400 lines: the six behaviours issue 13 asks of the page in a browser, each with its own
+ * (Over 400 lines: the behaviours issue 13 asks of the page in a browser, each with its own
  * server, read best beside the helpers they share.)
  */
 
@@ -23,10 +23,12 @@ import { TOOLS } from "../tools/ensure_tools.ts";
 import { freePort } from "./support/net.ts";
 import { RawPeer } from "./support/raw_peer.ts";
 import { withServer, withTempDir } from "./support/server.ts";
+import { withNats } from "./support/nats_local.ts";
 import { spawnServer } from "./support/spawn.ts";
 import { requireTool } from "./support/tools.ts";
 
 const present = requireTool("chromium");
+const natsPresent = requireTool("nats-server");
 
 async function withBrowser(fn: (browser: Browser) => Promise<void>): Promise<void> {
   const browser = await chromium.launch({
@@ -451,6 +453,44 @@ Deno.test({
       } finally {
         await server.shutdown({ graceMs: 10_000 });
       }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "status page: with STORE=jetstream the store's table shows the stream and the NATS connection",
+  ignore: !present || !natsPresent,
+  async fn() {
+    await withNats(async (nats) => {
+      const overrides = {
+        METRICS_PORT: freePort(),
+        STORE: "jetstream" as const,
+        NATS_URLS: nats.url,
+        NATS_REPLICAS: 1,
+        NATS_STREAM: "PAGE_TEST",
+      };
+      await withServer(overrides, async ({ port, server }) => {
+        const client = await MsgClient.connect({ port, clientId: 7 });
+        await Promise.all(Array.from({ length: 20 }, (_, i) => client.send("m", `p${i}`)));
+        await client.close();
+        await withBrowser(async (browser) => {
+          const { page, problems } = await openPage(
+            browser,
+            `http://127.0.0.1:${metricsPortOf(server)}/`,
+          );
+          await snapshotAfter(page, 0);
+          const store = (await page.textContent("#store")) ?? "";
+          ok(store.includes("jetstream"), store);
+          ok(store.includes("PAGE_TEST"), store);
+          const figures = (await shown(page)).figures;
+          equal(figures["msgserver_nats_connected"]?.value, 1, JSON.stringify(figures));
+          equal(figures["msgserver_nats_publishes_in_flight"]?.value, 0);
+          equal(figures["msgserver_messages_written_total"]?.value, 20);
+          equal(problems.join("\n"), "");
+          await page.close();
+        });
+      });
     });
   },
 });
