@@ -454,6 +454,13 @@ Deno.test("redactConfig() shows every key, a set secret as (hidden) and an empty
   deepStrictEqual(redactConfig(DEFAULTS), { ...DEFAULTS, AUTH_TOKEN: "" });
 });
 
+Deno.test("redactConfig() shows NATS_URLS without the credentials its URLs may carry", () => {
+  const urls = "nats://alice:s3cretpw@10.0.0.5:4222, tok3n@10.0.0.6:4222,nats://10.0.0.7:4222";
+  const shown = redactConfig({ ...DEFAULTS, NATS_URLS: urls });
+  equal(shown.NATS_URLS, "nats://***@10.0.0.5:4222,***@10.0.0.6:4222,nats://10.0.0.7:4222");
+  ok(!JSON.stringify(shown).includes("s3cretpw") && !JSON.stringify(shown).includes("tok3n"));
+});
+
 Deno.test("configHelp() has one line per key, in order, with its flag, meaning and default", () => {
   const lines = configHelp().split("\n");
   deepStrictEqual(lines.map((line) => /^ {2}--[a-z-]+ VALUE +([A-Z_]+):/.exec(line)?.[1]), [

@@ -82,7 +82,9 @@ Deno.test("HttpServer answers GET with a whole response and closes; HEAD without
 
 Deno.test("HttpServer refuses other methods, malformed heads, oversized heads, and survives a throwing handler", async () => {
   await withHttp({ maxHeaderBytes: 256 }, async (server, port) => {
-    ok((await raw(port, "POST /hello HTTP/1.1\r\n\r\n")).startsWith("HTTP/1.1 405 "));
+    const post = await raw(port, "POST /hello HTTP/1.1\r\n\r\n");
+    ok(post.startsWith("HTTP/1.1 405 "), post);
+    ok(/\r\nallow: GET, HEAD\r\n/i.test(post), post);
     ok((await raw(port, "GARBAGE\r\n\r\n")).startsWith("HTTP/1.1 400 "));
     ok((await raw(port, `GET /hello HTTP/1.1\r\nX: ${"y".repeat(300)}\r\n\r\n`)).startsWith(
       "HTTP/1.1 431 ",

@@ -39,7 +39,10 @@ Deno.test("Access lets a bearer token or the page's cookie through, and nothing 
   equal(login.status, 303);
   equal(login.headers!["location"], "./");
   const setCookie = login.headers!["set-cookie"]!;
-  match(setCookie, new RegExp(`^${COOKIE}=[0-9a-f]{64}; Path=/; HttpOnly; SameSite=Strict$`));
+  match(
+    setCookie,
+    new RegExp(`^${COOKIE}=[0-9a-f]{64}; Path=/; Max-Age=86400; HttpOnly; SameSite=Strict$`),
+  );
   ok(!setCookie.includes(TOKEN), "the cookie holds the token");
   const cookie = setCookie.split(";")[0]!;
   equal(access.check(request("/", { cookie: `theme=dark; ${cookie}` })), null);
@@ -50,6 +53,21 @@ Deno.test("Access lets a bearer token or the page's cookie through, and nothing 
     "a wrong bearer token is refused, whatever the cookie",
   );
   equal(new Access("another").check(request("/", { cookie }))?.status, 401, "a cookie of a token");
+  equal(
+    access.check(request("/events", { cookie, authorization: "Basic dXNlcjpwYXNz" })),
+    null,
+    "a proxy's own Basic password leaves the decision to the cookie",
+  );
+
+  // Browsers keep cookies per host, not per port: each port has a cookie of its own.
+  const onPort = (port: number, headers: Record<string, string> = {}) =>
+    request(`/?token=${TOKEN}`, { host: `127.0.0.1:${port}`, ...headers });
+  const cookie9100 = access.check(onPort(9100))!.headers!["set-cookie"]!.split(";")[0]!;
+  match(cookie9100, new RegExp(`^${COOKIE}_9100=[0-9a-f]{64}$`));
+  const page9100 = request("/", { host: "127.0.0.1:9100", cookie: cookie9100 });
+  equal(access.check(page9100), null);
+  const page9200 = request("/", { host: "127.0.0.1:9200", cookie: cookie9100 });
+  equal(access.check(page9200)?.status, 401, "port 9100's cookie opened port 9200");
 
   // The form: 401 with a page that asks for the token, and says when the one given was wrong.
   const form = access.check(request("/"))!;

@@ -143,6 +143,25 @@ Deno.test("StatusFeed refuses viewers past its cap with 503", async () => {
   await Promise.all([...viewers, next].map((v) => v.done));
 });
 
+Deno.test("StatusFeed counts a stream from open(), so viewers arriving together cannot pass the cap", async () => {
+  const feed = new StatusFeed(countingSource(), { tickMs: TICK_MS, maxViewers: 2 });
+  const first = feed.open();
+  const second = feed.open(); // neither has started to run: their heads are still being written
+  ok(isStream(first) && isStream(second));
+  equal(feed.full, true);
+  equal(feed.open().status, 503);
+  // A stream whose head could not be written runs with a send that fails: its place is freed.
+  await first.run(() => Promise.resolve(false), Promise.resolve());
+  equal(feed.full, false);
+  const closed = Promise.withResolvers<void>();
+  const running = second.run(() => Promise.resolve(true), closed.promise);
+  equal(feed.stats.viewers, 1);
+  closed.resolve();
+  await running;
+  equal(feed.stats.viewers, 0);
+  equal(feed.full, false);
+});
+
 Deno.test("StatusFeed skips a viewer that has not taken its last event instead of queueing, and drops one whose send fails", async () => {
   const source = countingSource();
   const feed = new StatusFeed(source, { tickMs: TICK_MS });

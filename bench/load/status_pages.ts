@@ -107,12 +107,15 @@ export async function openStatusPages(url: string, count: number): Promise<Statu
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    const first = await seqs();
+    // Snapshots each page took in (not the server's tick count, which a slow page may skip).
+    const received = () =>
+      Promise.all(pages.map((p) => p.evaluate<number>("globalThis.msgserverStatus.received()")));
+    const first = await received();
     const cpuBefore = await chromiumCpu();
     return {
       count,
       close: async () => {
-        const last = await seqs().catch(() => first);
+        const last = await received().catch(() => first);
         const cpuAfter = await chromiumCpu();
         await browser.close();
         return {

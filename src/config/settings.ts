@@ -27,6 +27,11 @@ export type Setting =
     readonly help: string;
     /** A secret is never shown: not in errors, not in `--help`, not by `redactConfig`. */
     readonly secret?: true;
+    /**
+     * A comma-separated list of URLs that may carry credentials (`nats://user:password@host`):
+     * shown without them, wherever it is shown.
+     */
+    readonly urls?: true;
     /** An environment variable that sets it, above the file and below the flags. */
     readonly env?: string;
   }
@@ -240,6 +245,7 @@ export const SETTINGS = {
     kind: "string",
     default: "nats://127.0.0.1:4222",
     allowEmpty: false,
+    urls: true,
     help: "NATS servers, comma-separated (JetStream store and export)",
   },
   NATS_STREAM: {

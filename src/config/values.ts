@@ -43,9 +43,24 @@ export class ConfigError extends Error {
 /** What a secret is shown as wherever a value would be. */
 const HIDDEN = "(hidden)";
 
-/** `shown` for an ordinary setting; `(hidden)` for a secret, whatever its value. */
+/**
+ * A URL as it may be shown: any `user:password@` (or `token@`) in it replaced by `***@`.
+ *
+ * @example
+ * ```ts
+ * redactUrl("nats://me:secret@host:4222"); // "nats://***@host:4222"
+ * ```
+ */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@/]*@/i, "$1***@");
+}
+
+/** `shown` for an ordinary setting; `(hidden)` for a secret; a list of URLs without credentials. */
 function unlessSecret(key: keyof Config, shown: string): string {
-  return settingOf(key).secret === true ? HIDDEN : shown;
+  const setting = settingOf(key);
+  if (setting.secret === true) return HIDDEN;
+  if (setting.urls === true) return shown.split(",").map((u) => redactUrl(u.trim())).join(",");
+  return shown;
 }
 
 /**
@@ -56,10 +71,12 @@ function unlessSecret(key: keyof Config, shown: string): string {
  * ```ts
  * redactValue("PORT", 9000); // 9000
  * redactValue("AUTH_TOKEN", "hunter2"); // "(hidden)"
+ * redactValue("NATS_URLS", "nats://me:pw@a:4222,nats://b:4222"); // "nats://***@a:4222,nats://b:4222"
  * ```
  */
 export function redactValue(key: keyof Config, value: string | number): string | number {
-  return settingOf(key).secret === true && value !== "" ? HIDDEN : value;
+  if (value === "" || typeof value === "number") return value;
+  return unlessSecret(key, value);
 }
 
 /**

@@ -35,7 +35,10 @@ export interface HttpResponse {
  * resolves false (the peer left, or did not take a write in time) or `closed` resolves. Nothing is
  * queued: `send` holds its one chunk until the peer takes it, so a writer that waits for each
  * `send` (or skips while one is pending) holds at most one chunk per stream, and a peer that takes
- * nothing for the write timeout is cut. The same `Uint8Array` may go to many streams.
+ * nothing for the write timeout is cut. The same `Uint8Array` may go to many streams. `run` is
+ * called once for every stream a handler returns, even when its head could not be written (`send`
+ * then resolves false and `closed` is resolved), so a handler may reserve in advance what `run`
+ * gives back.
  */
 export interface HttpStream {
   status: number;
@@ -256,6 +259,7 @@ export class HttpServer {
       "content-type": "text/plain; charset=utf-8",
       "content-length": String(body.length),
       "connection": "close",
+      ...status === 405 ? { allow: "GET, HEAD" } : {},
     });
     const all = new Uint8Array(h.length + body.length);
     all.set(h);
@@ -322,6 +326,7 @@ export class HttpServer {
     if (
       !await this.#writeWithin(conn, head(reply.status, { ...reply.headers, connection: "close" }))
     ) {
+      await reply.run(() => Promise.resolve(false), Promise.resolve());
       return;
     }
     // The peer sends nothing more on this connection: a read that ends means it left.

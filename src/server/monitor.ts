@@ -258,7 +258,9 @@ export function monitorRoutes(
   const access = source.config.AUTH_TOKEN === "" ? null : new Access(source.config.AUTH_TOKEN);
   const page = new StatusPage({
     read: () => ({
-      time: Date.now(),
+      // A clock that never steps: rates come from the time between readings, and the page
+      // drops chart points that go back in time (an NTP step would freeze its charts).
+      time: performance.timeOrigin + performance.now(),
       stopping: source.stopping(),
       metrics: metricsOf(source.stats()),
     }),

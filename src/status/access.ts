@@ -15,8 +15,20 @@ import type { HttpRequest, HttpResponse } from "../http/http_server.ts";
 import { timingSafeEqual } from "../server/auth.ts";
 import login from "./login.html" with { type: "text" };
 
-/** The cookie a browser shows the token with. */
+/** The cookie a browser shows the token with; `_<port>` follows when the Host names one. */
 export const COOKIE = "msgserver_status";
+
+/** How long the cookie lasts: a day, after which the page asks for the token again. */
+const COOKIE_MAX_AGE_S = 86_400;
+
+/**
+ * The cookie's name for a request to `host`: browsers keep cookies per host name, not per port,
+ * so two servers on one host (or any other service there) must not see each other's.
+ */
+function cookieName(host: string | undefined): string {
+  const port = host === undefined ? undefined : /:(\d+)$/.exec(host)?.[1];
+  return port === undefined ? COOKIE : `${COOKIE}_${port}`;
+}
 
 const enc = new TextEncoder();
 
@@ -64,13 +76,15 @@ export class Access {
    * the right token, the redirect that sets the cookie.
    */
   check(req: HttpRequest): HttpResponse | null {
-    const authorization = req.headers.get("authorization");
-    if (authorization !== undefined) {
-      const m = /^bearer +(.*)$/i.exec(authorization);
-      if (m !== null && timingSafeEqual(this.#token, enc.encode(m[1]!.trim()))) return null;
+    // Only a bearer token is ours to judge: another scheme (Basic, say, from a proxy in front
+    // that asks for its own password) leaves the decision to the cookie.
+    const bearer = /^bearer +(.*)$/i.exec(req.headers.get("authorization") ?? "");
+    if (bearer !== null) {
+      if (timingSafeEqual(this.#token, enc.encode(bearer[1]!.trim()))) return null;
       return this.#refuse(req, "wrong token");
     }
-    const cookie = cookieOf(req.headers.get("cookie"), COOKIE);
+    const name = cookieName(req.headers.get("host"));
+    const cookie = cookieOf(req.headers.get("cookie"), name);
     if (cookie !== null && timingSafeEqual(this.#cookie, enc.encode(cookie))) return null;
     const given = req.query.get("token");
     if (req.path === "/" && given !== null) {
@@ -80,7 +94,8 @@ export class Access {
         headers: {
           // Relative, so that it also works behind a proxy that serves the page under a prefix.
           "location": "./",
-          "set-cookie": `${COOKIE}=${this.#cookieValue}; Path=/; HttpOnly; SameSite=Strict`,
+          "set-cookie": `${name}=${this.#cookieValue}; Path=/; Max-Age=${COOKIE_MAX_AGE_S}; ` +
+            "HttpOnly; SameSite=Strict",
           "referrer-policy": "no-referrer",
         },
         body: "see ./\n",

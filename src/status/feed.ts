@@ -85,6 +85,8 @@ export class StatusFeed {
   readonly #tickMs: number;
   readonly #historyS: number;
   readonly #viewers = new Set<Viewer>();
+  /** Streams let in by open() whose run has not started yet: they count toward the cap. */
+  #reserved = 0;
   /** The charts' points, oldest first, none older than the history allows. */
   readonly #history: ChartPoint[] = [];
   /** The last tick's event, for a viewer who arrives between ticks. */
@@ -99,12 +101,20 @@ export class StatusFeed {
     this.#historyS = options.historyS ?? HISTORY_S;
   }
 
+  /** True when a new viewer would be refused. */
+  get full(): boolean {
+    return this.#viewers.size + this.#reserved >= this.#max;
+  }
+
   /** The reply to `GET /events`: a stream, or 503 past the viewer cap. */
   open(): HttpReply {
-    if (this.#viewers.size >= this.#max) {
+    if (this.full) {
       this.stats.refused++;
       return { status: 503, body: `too many viewers: at most ${this.#max}\n` };
     }
+    // Held from now, not from when the stream's head is written, so that viewers arriving
+    // together cannot all pass the cap (HttpServer calls run once for every stream).
+    this.#reserved++;
     return {
       status: 200,
       headers: {
@@ -120,11 +130,7 @@ export class StatusFeed {
     send: (chunk: Uint8Array) => Promise<boolean>,
     closed: Promise<void>,
   ): Promise<void> {
-    // The cap is checked again: viewers may have come between open() and now.
-    if (this.#viewers.size >= this.#max) {
-      this.stats.refused++;
-      return;
-    }
+    this.#reserved--;
     const gone = Promise.withResolvers<void>();
     const viewer: Viewer = { send, busy: false, leave: () => gone.resolve() };
     this.#viewers.add(viewer);

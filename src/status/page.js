@@ -58,6 +58,9 @@
   const data = [[], [], [], [], [], [], [], [], []];
   let charts = null;
   let latest = null;
+  // Snapshots this page has taken in (seq counts the server's ticks, some of which a slow page
+  // may skip).
+  let received = 0;
 
   function addPoint(point) {
     const times = data[0];
@@ -195,6 +198,7 @@
 
   function onSnapshot(s) {
     latest = s;
+    received++;
     document.body.dataset.seq = s.seq;
     $("uptime").textContent = duration(s.uptimeS);
     for (const el of document.querySelectorAll("[data-metric]")) {
@@ -257,6 +261,11 @@
   });
 
   // For the browser tests, and for anyone curious in the console.
-  globalThis.msgserverStatus = { data, charts: () => charts, latest: () => latest };
+  globalThis.msgserverStatus = {
+    data,
+    charts: () => charts,
+    latest: () => latest,
+    received: () => received,
+  };
   connect();
 })();

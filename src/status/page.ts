@@ -134,7 +134,9 @@ export class StatusPage {
     if (req.path === "/events") {
       // HEAD asks whether a stream would be let in (the page does, after a refusal).
       if (req.method === "HEAD") {
-        return { status: 200, headers: { "content-type": "text/event-stream; charset=utf-8" } };
+        return this.feed.full
+          ? { status: 503 }
+          : { status: 200, headers: { "content-type": "text/event-stream; charset=utf-8" } };
       }
       return this.feed.open();
     }

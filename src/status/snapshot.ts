@@ -68,7 +68,8 @@ export interface Reading {
 /**
  * The `q` quantile of a histogram's observations, given its buckets' counts (not cumulative,
  * the last one above every bound), interpolated within the bucket as Prometheus'
- * `histogram_quantile` does; the highest bound when it falls above them; null with no observation.
+ * `histogram_quantile` does; the first bucket's bound when it falls in the first bucket (which has
+ * no lower edge), the highest bound when it falls above them; null with no observation.
  *
  * @example
  * ```ts
@@ -89,7 +90,10 @@ export function bucketQuantile(
   for (let i = 0; i < bounds.length; i++) {
     const n = counts[i]!;
     if (n > 0 && below + n >= rank) {
-      const lower = i === 0 ? 0 : bounds[i - 1]!;
+      // The first bucket has no lower edge to go from (interpolating from 0 would put a tick of
+      // one-record batches at "0.5"): its upper bound is the honest answer, "at most".
+      if (i === 0) return bounds[0]!;
+      const lower = bounds[i - 1]!;
       return lower + (bounds[i]! - lower) * (rank - below) / n;
     }
     below += n;

@@ -7,6 +7,9 @@
 
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import type { Config } from "../config.ts";
+import { redactUrl } from "../config/values.ts";
+
+export { redactUrl };
 
 /** The settings a NATS connection is made from. */
 export type NatsSettings = Pick<
@@ -25,19 +28,6 @@ export type NatsSettings = Pick<
  */
 export function natsServers(urls: string): string[] {
   return urls.split(",").map((u) => u.trim()).filter((u) => u !== "");
-}
-
-/**
- * A URL as it may be shown: any `user:password@` in it replaced by `***@`.
- *
- * @example
- * ```ts
- * import { redactUrl } from "./nats_connect.ts";
- * redactUrl("nats://me:secret@host:4222"); // "nats://***@host:4222"
- * ```
- */
-export function redactUrl(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@/]*@/i, "$1***@");
 }
 
 /**
