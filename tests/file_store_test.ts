@@ -92,7 +92,7 @@ Deno.test("FileStore cuts the file back after a write fails midway, so no partia
       if (++calls === 1) return writeSync(p.subarray(0, 5));
       throw new Error("No space left on device (os error 28)");
     };
-    await rejects(store.append(batch("1 2 a y\n1 3 a z\n")), /No space left/);
+    await rejects(async () => await store.append(batch("1 2 a y\n1 3 a z\n")), /No space left/);
     equal(await Deno.readTextFile(path), "1 1 a x\n");
     equal(store.size, 8);
     file.writeSync = writeSync;
@@ -116,12 +116,12 @@ Deno.test("FileStore appends nothing until a partial batch it could not cut back
       throw new Error("I/O error");
     };
     file.truncate = () => Promise.reject(new Error("Read-only file system"));
-    await rejects(store.append(batch("1 1 a x\n")), /I\/O error/);
+    await rejects(async () => await store.append(batch("1 1 a x\n")), /I\/O error/);
     ok(logs.some((l) => l.includes("cannot cut the file back")), logs.join(""));
     equal(await Deno.readTextFile(path), "1 1");
     file.writeSync = writeSync;
     // Still cannot cut back: the next batch is refused, not glued onto the partial line.
-    await rejects(store.append(batch("1 2 a y\n")), /Read-only/);
+    await rejects(async () => await store.append(batch("1 2 a y\n")), /Read-only/);
     equal(await Deno.readTextFile(path), "1 1");
     file.truncate = truncate;
     await store.append(batch("1 2 a y\n"));
@@ -405,7 +405,7 @@ Deno.test("FileStore cuts back a large batch (written asynchronously) that fails
       return Promise.reject(new Error("No space left on device (os error 28)"));
     };
     const big = Array.from({ length: 2000 }, (_, i) => `1 ${i + 2} a ${"y".repeat(60)}\n`).join("");
-    await rejects(store.append(batch(big)), /No space left/);
+    await rejects(async () => await store.append(batch(big)), /No space left/);
     equal(await Deno.readTextFile(path), "1 1 a x\n");
     file.write = write;
     await store.append(batch(big));
