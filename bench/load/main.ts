@@ -21,6 +21,7 @@ import { ClusterRun } from "./cluster.ts";
 import { type Options, parseOptions, USAGE, UsageError } from "./options.ts";
 import { formatReport, type Report } from "./report.ts";
 import { runLoad } from "./run.ts";
+import { freePort } from "../../tests/support/net.ts";
 
 /**
  * Parses `args`, runs the load and prints the report; resolves with the exit status: 0 when
@@ -51,7 +52,12 @@ export async function main(args: string[]): Promise<number> {
   let server: ChildServer | null = null;
   if (options.port === null) {
     try {
-      server = await ChildServer.start(options.host, options.ackMode);
+      const legacy = options.phases.some((p) => p.legacy === true);
+      server = await ChildServer.start(
+        options.host,
+        options.ackMode,
+        legacy ? { legacyPort: freePort() } : {},
+      );
     } catch (e) {
       console.error(`bench: ${(e as Error).message}`);
       return 1;
