@@ -92,7 +92,7 @@ Deno.test("FileStore cuts the file back after a write fails midway, so no partia
       if (++calls === 1) return writeSync(p.subarray(0, 5));
       throw new Error("No space left on device (os error 28)");
     };
-    await rejects(store.append(batch("1 2 a y\n1 3 a z\n")), /No space left/);
+    await rejects(async () => await store.append(batch("1 2 a y\n1 3 a z\n")), /No space left/);
     equal(await Deno.readTextFile(path), "1 1 a x\n");
     equal(store.size, 8);
     file.writeSync = writeSync;
@@ -116,12 +116,12 @@ Deno.test("FileStore appends nothing until a partial batch it could not cut back
       throw new Error("I/O error");
     };
     file.truncate = () => Promise.reject(new Error("Read-only file system"));
-    await rejects(store.append(batch("1 1 a x\n")), /I\/O error/);
+    await rejects(async () => await store.append(batch("1 1 a x\n")), /I\/O error/);
     ok(logs.some((l) => l.includes("cannot cut the file back")), logs.join(""));
     equal(await Deno.readTextFile(path), "1 1");
     file.writeSync = writeSync;
     // Still cannot cut back: the next batch is refused, not glued onto the partial line.
-    await rejects(store.append(batch("1 2 a y\n")), /Read-only/);
+    await rejects(async () => await store.append(batch("1 2 a y\n")), /Read-only/);
     equal(await Deno.readTextFile(path), "1 1");
     file.truncate = truncate;
     await store.append(batch("1 2 a y\n"));
@@ -405,12 +405,60 @@ Deno.test("FileStore cuts back a large batch (written asynchronously) that fails
       return Promise.reject(new Error("No space left on device (os error 28)"));
     };
     const big = Array.from({ length: 2000 }, (_, i) => `1 ${i + 2} a ${"y".repeat(60)}\n`).join("");
-    await rejects(store.append(batch(big)), /No space left/);
+    await rejects(async () => await store.append(batch(big)), /No space left/);
     equal(await Deno.readTextFile(path), "1 1 a x\n");
     file.write = write;
     await store.append(batch(big));
     await store.close();
     equal(await Deno.readTextFile(path), "1 1 a x\n" + big);
     ok(calls >= 2, "the large batch went through the asynchronous write");
+  });
+});
+
+Deno.test("FileStore keeps a small batch before append returns in written mode, and only then", async () => {
+  await withDir(async (dir, _logs, log) => {
+    const path = `${dir}/m.log`;
+    const store = await FileStore.open(path, { durable: false, log });
+    equal(store.append(sessionBatch([1, 2])), undefined);
+    equal(await Deno.readTextFile(path), "1 1 s m1\n1 2 s m2\n");
+    equal(store.size, 18);
+    equal(await store.lastStored(1, 7n), 2);
+    // Over 64 KiB the write is asynchronous, so as not to hold the event loop.
+    const big = store.append(batch(`1 3 s ${"x".repeat(64 * 1024)}\n`));
+    ok(big instanceof Promise);
+    await big;
+    await store.close();
+    const durable = await FileStore.open(path, { durable: true, log });
+    const synced = durable.append(sessionBatch([4]));
+    ok(synced instanceof Promise, "durable mode waits for the sync");
+    await synced;
+    equal(await durable.lastStored(1, 7n), 4);
+    await durable.close();
+  });
+});
+
+Deno.test("FileStore goes back to its asynchronous path after a failed synchronous write", async () => {
+  await withDir(async (dir, _logs, log) => {
+    const path = `${dir}/m.log`;
+    const files = new Files();
+    const store = await FileStore.open(path, { durable: false, log, openFile: files.open });
+    equal(store.append(sessionBatch([1])), undefined);
+    const file = files.last!;
+    const writeSync = file.writeSync.bind(file);
+    file.writeSync = (p: Uint8Array) => {
+      writeSync(p.subarray(0, 3));
+      throw new Error("No space left on device (os error 28)");
+    };
+    await rejects(async () => await store.append(sessionBatch([2])), /No space left/);
+    equal(await Deno.readTextFile(path), "1 1 s m1\n");
+    equal(await store.lastStored(1, 7n), 1);
+    file.writeSync = writeSync;
+    equal(store.append(sessionBatch([2])), undefined, "cut back already: synchronous again");
+    await store.close();
+    equal(await Deno.readTextFile(path), "1 1 s m1\n1 2 s m2\n");
+    // The journal took the refused batch back: a restart knows msg_id 2, not a torn batch.
+    const again = await FileStore.open(path, { durable: false, log });
+    equal(await again.lastStored(1, 7n), 2);
+    await again.close();
   });
 });

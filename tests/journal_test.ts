@@ -1,6 +1,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { concat } from "../src/io/concat.ts";
 import {
+  BatchRecordEncoder,
   crc32,
   type DataFileReader,
   encodeBatch,
@@ -51,6 +52,49 @@ const EMPTY = new Uint8Array(0);
 Deno.test("crc32() is the IEEE CRC-32", () => {
   equal(crc32(enc.encode("123456789")), 0xcbf43926);
   equal(crc32(EMPTY), 0);
+});
+
+Deno.test("crc32() of a range is the CRC-32 of that part alone", () => {
+  const bytes = enc.encode("xx123456789yy");
+  equal(crc32(bytes, 2, 11), 0xcbf43926);
+  equal(crc32(bytes, 5, 5), 0);
+});
+
+/** A BATCH record built byte by byte from the format in journal_format.ts. */
+function batchRecord(offset: number, bytes: Uint8Array, entries: JournalEntry[]): Uint8Array {
+  const body = new Uint8Array(21 + 4 + 16 * entries.length);
+  const v = new DataView(body.buffer);
+  body[0] = 2;
+  v.setBigUint64(1, BigInt(offset));
+  v.setUint32(9, bytes.length);
+  v.setUint32(13, crc32(bytes.subarray(0, FINGERPRINT_BYTES)));
+  v.setUint32(17, crc32(bytes.subarray(Math.max(0, bytes.length - FINGERPRINT_BYTES))));
+  v.setUint32(21, entries.length);
+  entries.forEach((x, i) => {
+    v.setUint32(25 + 16 * i, x.clientId);
+    v.setBigUint64(29 + 16 * i, x.session);
+    v.setUint32(37 + 16 * i, x.lastId);
+  });
+  const head = new Uint8Array(8);
+  new DataView(head.buffer).setUint32(0, body.length);
+  new DataView(head.buffer).setUint32(4, crc32(body));
+  return concat([head, body]);
+}
+
+Deno.test("BatchRecordEncoder encodes BATCH records as the format says, reusing and growing its buffer", () => {
+  const encoder = new BatchRecordEncoder(1);
+  const many = Array.from({ length: 9 }, (_, i) => e(i + 1, BigInt(i) << 40n, 100 + i));
+  for (
+    const [offset, bytes, entries] of [
+      [0, lines(1, 1), [e(1, 7n, 1)]],
+      [2 ** 40, lines(2, 9), many],
+      [5, enc.encode("1 1 a b\n"), [e(1, 0xffffffffffffffffn, 0xffffffff)]],
+    ] as const
+  ) {
+    const want = batchRecord(offset, bytes, [...entries]);
+    deepStrictEqual(encoder.encode(offset, bytes, entries), want);
+    deepStrictEqual(encodeBatch(offset, bytes, entries), want);
+  }
 });
 
 Deno.test("recoverJournal() replays a snapshot and whole batches", () => {

@@ -314,3 +314,43 @@ Deno.test("Writer cuts batches below the store's own limit", async () => {
   // Each line is 12 bytes: a batch is cut once it reaches 40 bytes, so after its fourth line.
   deepStrictEqual(r.store.batches.map((x) => x.records), [4, 4, 1]);
 });
+
+/** The order in which `source`'s ack and a microtask queued right after the push come. */
+async function ackOrder(synchronous: boolean): Promise<string[]> {
+  const r = rig({}, (store) => store.synchronous = synchronous);
+  const seen: string[] = [];
+  const a = new Source(1, 7n);
+  const written = a.written.bind(a);
+  a.written = (msgId, records) => {
+    seen.push(`ack ${msgId}`);
+    written(msgId, records);
+  };
+  r.queue.tryPush(entry(a, [1, 2]));
+  queueMicrotask(() => seen.push("next microtask"));
+  await r.finish();
+  equal(r.store.segments[0], "1 1 n p1\n1 2 n p2\n");
+  return seen;
+}
+
+Deno.test("Writer acks a batch its store kept synchronously before anything queued after the push runs", async () => {
+  // The push wakes the writer with a microtask; from there to the ack there is no other.
+  deepStrictEqual(await ackOrder(true), ["ack 2", "next microtask"]);
+  // A store that answers with a promise is awaited: the ack comes a turn later.
+  deepStrictEqual(await ackOrder(false), ["next microtask", "ack 2"]);
+});
+
+Deno.test("Writer retries through a store that keeps batches synchronously once it recovers", async () => {
+  const r = rig({}, (store) => {
+    store.synchronous = true;
+    store.failAppends = 2;
+  });
+  const a = new Source(1);
+  r.queue.tryPush(entry(a, [1]));
+  await delay(100);
+  r.queue.tryPush(entry(a, [2]));
+  await r.finish();
+  deepStrictEqual(r.store.calls, ["append!", "append!", "append", "append"]);
+  deepStrictEqual(a.acks, [[1, 1], [2, 1]]);
+  deepStrictEqual(a.refusals, []);
+  ok(r.logs.some((l) => l.includes("storage recovered")), r.logs.join(""));
+});

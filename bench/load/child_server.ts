@@ -29,6 +29,8 @@ export interface ChildServerOptions {
   parentDir?: string;
   /** A label for the lines it echoes (`[server]` by default, `[server R1]` with "R1"). */
   label?: string;
+  /** Serve the original server's protocol on this LEGACY_PORT too (a free port, say). */
+  legacyPort?: number;
 }
 
 /** What the server cost over the run, and how it ended. */
@@ -61,12 +63,20 @@ export class ChildServer {
   readonly dir: string;
   /** Its data file. */
   readonly file: string;
+  /** Its LEGACY_PORT, or null when it has none. */
+  readonly legacyPort: number | null;
   readonly #spawned: SpawnedServer;
 
-  private constructor(host: string, dir: string, spawned: SpawnedServer) {
+  private constructor(
+    host: string,
+    dir: string,
+    spawned: SpawnedServer,
+    legacyPort: number | null,
+  ) {
     this.host = host;
     this.dir = dir;
     this.file = `${dir}/messages.log`;
+    this.legacyPort = legacyPort;
     this.#spawned = spawned;
   }
 
@@ -96,6 +106,7 @@ export class ChildServer {
         args: [
           ...["--ip", host, "--port", "0", "--file-name", `${dir}/messages.log`],
           ...["--ack-mode", ackMode, "--log-level", "info", "--auth-token", ""],
+          ...options.legacyPort !== undefined ? ["--legacy-port", String(options.legacyPort)] : [],
           ...options.args ?? [],
         ],
         // In the temp dir no ./app.conf is picked up, and an empty MS_HOME skips $MS_HOME/app.conf.
@@ -103,7 +114,7 @@ export class ChildServer {
         timeoutMs: START_TIMEOUT_MS,
         onLine: echo,
       });
-      return new ChildServer(host, dir, spawned);
+      return new ChildServer(host, dir, spawned, options.legacyPort ?? null);
     } catch (e) {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       if (!(e instanceof ServerStartError)) throw e;

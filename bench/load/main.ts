@@ -54,8 +54,10 @@ export async function main(args: string[]): Promise<number> {
   const metricsPort = options.statusPages > 0 ? freePort() : null;
   if (options.port === null) {
     try {
+      const legacy = options.phases.some((p) => p.legacy === true);
       server = await ChildServer.start(options.host, options.ackMode, {
-        args: metricsPort === null ? [] : ["--metrics-port", String(metricsPort)],
+        ...legacy ? { legacyPort: freePort() } : {},
+        ...metricsPort === null ? {} : { args: ["--metrics-port", String(metricsPort)] },
       });
     } catch (e) {
       console.error(`bench: ${(e as Error).message}`);

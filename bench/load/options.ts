@@ -7,6 +7,7 @@
 
 import { parseArgs } from "node:util";
 import type { AckMode } from "../../src/config.ts";
+import { LEGACY_MESSAGE_BYTES } from "../../src/server/legacy_connection.ts";
 
 /** One stretch of load: a set of connections, all opened first, then all sending together. */
 export interface PhaseSpec {
@@ -37,6 +38,16 @@ export interface PhaseSpec {
   replicas?: number;
   /** Seconds into the sends at which the stream's leader is killed with SIGKILL (failover). */
   killLeaderAtS?: number;
+  /**
+   * Talk the original C++ server's protocol to LEGACY_PORT instead (`legacy.ts`): fixed
+   * 1,160-byte frames, one `ack` back for each; absent for the native protocol.
+   */
+  legacy?: true;
+  /**
+   * Run the phase this many times in a row, each round with fresh connections and client_ids
+   * (the original's test run again and again); the figures are over all rounds. Absent: once.
+   */
+  rounds?: number;
 }
 
 /** A named benchmark: one or more phases run one after the other against one server. */
@@ -87,6 +98,22 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
         perClientTable: true,
       },
     ],
+  },
+  "legacy-latency": {
+    description: "the original's latency test through LEGACY_PORT: 1 client x 100 messages " +
+      "one at a time, 1,160-byte frames, an ack each; 20 rounds, a fresh client each",
+    phases: [{
+      name: "legacy 1 x 100",
+      connections: 1,
+      window: 1,
+      size: 100,
+      durationS: null,
+      count: null,
+      perConnection: 100,
+      perClientTable: true,
+      legacy: true,
+      rounds: 20,
+    }],
   },
   "seed-concurrency": {
     description: "10,000 connections x 6 messages each, window 6",
@@ -166,6 +193,8 @@ export interface Options {
   host: string;
   /** A running server's port, or null to start one. */
   port: number | null;
+  /** A running server's LEGACY_PORT, for legacy phases with `port`; null otherwise. */
+  legacyPort: number | null;
   /** ACK_MODE of the server the bench starts. */
   ackMode: AckMode;
   /** Print JSON instead of the table. */
@@ -204,6 +233,8 @@ Flags:
   --count N              send N messages in total instead, spread over the connections
   --host HOST            server address (default 127.0.0.1)
   --port PORT            use the server running there instead of starting one
+  --legacy-port PORT     that server's LEGACY_PORT, for the legacy-latency preset (a server the
+                         bench starts gets one of its own)
   --ack-mode MODE        received | written | durable, for the server it starts (default written)
   --preset NAME          a preset (below); other flags given override its values
   --timeout SECONDS      hard limit per phase incl. connecting and draining
@@ -291,6 +322,7 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
         count: { type: "string" },
         host: { type: "string" },
         port: { type: "string" },
+        "legacy-port": { type: "string" },
         "ack-mode": { type: "string" },
         preset: { type: "string" },
         timeout: { type: "string" },
@@ -360,9 +392,27 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
       ...(stallers ?? p.stallers ?? 0) > 0 ? { stallers: stallers ?? p.stallers! } : {},
       ...p.replicas !== undefined ? { replicas: p.replicas } : {},
       ...killLeaderAtS !== undefined ? { killLeaderAtS } : {},
+      ...p.legacy === true ? { legacy: true } : {},
+      ...p.rounds !== undefined ? { rounds: p.rounds } : {},
     };
   });
   const port = int("port", values.port, 1, 65535);
+  const legacyPort = int("legacy-port", values["legacy-port"], 1, 65535);
+  const legacy = phases.some((p) => p.legacy === true);
+  if (legacy && phases.some((p) => p.durationS !== null)) {
+    throw new UsageError(`--preset ${presetName} sends a count: --duration does not go with it`);
+  }
+  if (legacy && phases.some((p) => p.size > LEGACY_MESSAGE_BYTES)) {
+    throw new UsageError(
+      `--size is "${size}"; allowed with --preset ${presetName}: at most ${LEGACY_MESSAGE_BYTES}`,
+    );
+  }
+  if (legacy && port !== null && legacyPort === null) {
+    throw new UsageError(`--preset ${presetName} with --port needs --legacy-port too`);
+  }
+  if (legacyPort !== null && (!legacy || port === null)) {
+    throw new UsageError("--legacy-port goes only with --port and the legacy-latency preset");
+  }
   const cluster = phases.some((p) => p.replicas !== undefined);
   if (cluster && port !== null) {
     throw new UsageError(
@@ -386,6 +436,7 @@ export function parseOptions(args: string[], options: ParseOptions = {}): Option
     preset: presetName,
     host: values.host ?? "127.0.0.1",
     port,
+    legacyPort,
     ackMode,
     json: values.json ?? false,
     keep: values.keep ?? false,

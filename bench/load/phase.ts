@@ -165,6 +165,8 @@ export interface PhaseContext {
   host: string;
   /** Server port. */
   port: number;
+  /** The server's LEGACY_PORT, for legacy phases (`legacy.ts`); null or absent when none. */
+  legacyPort?: number | null;
   /** Token sent in HELLO. */
   token: string;
   /** Connects in flight at once. */

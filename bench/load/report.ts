@@ -178,7 +178,12 @@ export function formatReport(r: Report): string {
     ["phase", ...p.map((x) => x.name)],
     row("connections x window", (x) => `${fmtInt(x.connections)} x ${fmtInt(x.window)}`),
     row("payload bytes", (x) => fmtInt(x.size)),
-    row("run", (x) => x.durationS !== null ? `${x.durationS} s` : `${fmtInt(x.count ?? 0)} msgs`),
+    row(
+      "run",
+      (x) =>
+        (x.durationS !== null ? `${x.durationS} s` : `${fmtInt(x.count ?? 0)} msgs`) +
+        (x.rounds !== undefined ? ` x ${x.rounds} rounds` : ""),
+    ),
     row("connect time ms", (x) => x.connectMs.toFixed(1)),
     row("connect failures", (x) => fmtInt(x.connectFailures)),
     row("messages sent", (x) => fmtInt(x.sent)),
@@ -204,10 +209,21 @@ export function formatReport(r: Report): string {
   for (const x of p) {
     if (x.perClient === null) continue;
     out.push("");
-    out.push(`per-client average latency, phase "${x.name}":`);
+    out.push(
+      x.rounds !== undefined
+        ? `each round's average latency (a fresh client each round), phase "${x.name}":`
+        : `per-client average latency, phase "${x.name}":`,
+    );
     const rows = [["client", "acked", "avg latency us"]];
     for (const c of x.perClient) rows.push([String(c.client), fmtInt(c.acked), us(c.avgLatencyUs)]);
     rows.push(["overall", fmtInt(x.acked), us(x.latencyUs.mean)]);
+    if (x.rounds !== undefined && x.perClient.length > 0) {
+      // The first rounds carry the JIT's warm-up (server and tool alike): the median round does not.
+      const avgs = x.perClient.map((c) => c.avgLatencyUs).sort((a, b) => a - b);
+      const mid = avgs.length >> 1;
+      const median = avgs.length % 2 === 1 ? avgs[mid]! : (avgs[mid - 1]! + avgs[mid]!) / 2;
+      rows.push(["median round", "", us(median)]);
+    }
     out.push(table(rows));
   }
   if (c !== undefined) {

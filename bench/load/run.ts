@@ -8,6 +8,7 @@
 import type { ChildServer, ServerOutcome } from "./child_server.ts";
 import { checkFile, type FileCheck } from "./file_check.ts";
 import type { Options, PhaseSpec } from "./options.ts";
+import { runLegacyPhase } from "./legacy.ts";
 import { type PhaseContext, type PhaseResult, runPhase } from "./phase.ts";
 import { readCpu } from "./proc.ts";
 import type { Report } from "./report.ts";
@@ -51,6 +52,7 @@ export async function runLoad(
   const ctx: PhaseContext = {
     host: options.host,
     port,
+    legacyPort: server?.legacyPort ?? options.legacyPort,
     token: options.token,
     connectConcurrency: options.connectConcurrency,
     timeoutS: options.timeoutS,
@@ -62,7 +64,9 @@ export async function runLoad(
   for (const spec of options.phases) {
     if (server?.exited) break;
     console.error(`bench: ${describePhase(spec)}`);
-    const result = await runPhase(spec, ctx);
+    const result = spec.legacy === true
+      ? await runLegacyPhase(spec, ctx)
+      : await runPhase(spec, ctx);
     results.push(result);
     if (result.timedOut) break;
   }
@@ -121,7 +125,9 @@ export async function runLoad(
 export function describePhase(spec: PhaseSpec): string {
   const what = spec.durationS !== null ? `${spec.durationS} s` : `${spec.count} messages`;
   return `phase "${spec.name}": ${spec.connections} connections, window ${spec.window}, ` +
-    `${spec.size} B payload, ${what}`;
+    `${spec.size} B payload, ${what}` +
+    (spec.rounds !== undefined ? `, ${spec.rounds} rounds` : "") +
+    (spec.legacy === true ? ", LEGACY_PORT (1,160-byte frames)" : "");
 }
 
 /**

@@ -305,7 +305,9 @@ export class Connection implements RecordSource, SessionOwner, Served {
     this.#unsettled.add(count);
     session.pending += count;
     // While this waits for room, a read buffer grown for a big frame is dead weight.
-    if (!await enqueue(this.#ctx.queue, entry, this, () => this.#decoder.releaseIfDrained())) {
+    const queued = enqueue(this.#ctx.queue, entry, this, () => this.#decoder.releaseIfDrained());
+    // No await when there was room: an ack on receipt leaves before the writer runs.
+    if (queued !== true && !await queued) {
       this.#unsettled.settle(count); // shutting down: not accepted, so never acked
       session.refused(count);
       return;

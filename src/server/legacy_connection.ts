@@ -197,7 +197,9 @@ export class LegacyConnection implements RecordSource, Served {
   async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     this.#unsettled.add(count);
-    if (!await enqueue(this.#ctx.queue, entry, this)) {
+    const queued = enqueue(this.#ctx.queue, entry, this);
+    // No await when there was room: an ack on receipt leaves before the writer runs.
+    if (queued !== true && !await queued) {
       this.#unsettled.settle(count); // shutting down: not accepted, so never acked
       return;
     }

@@ -202,8 +202,10 @@ export interface Waiting {
 
 /**
  * Puts `entry` on the queue, waiting for room when it is full (TCP then pushes back on the
- * peer). Resolves false if the queue was closed for shutdown: the records were not accepted.
- * `beforeWait` runs once before a wait, to drop what need not be held through it.
+ * peer). Returns true at once when there was room, so that the caller can ack on receipt before
+ * anything else runs; otherwise a promise of the same. False (or a promise of false) if the queue
+ * was closed for shutdown: the records were not accepted. `beforeWait` runs once before a wait,
+ * to drop what need not be held through it.
  *
  * @example
  * ```ts
@@ -216,27 +218,39 @@ export interface Waiting {
  * if (!await enqueue(queue, entry, task)) console.log("shutting down: not accepted");
  * ```
  */
-export async function enqueue(
+export function enqueue(
+  queue: Channel<Entry>,
+  entry: Entry,
+  task: Waiting,
+  beforeWait?: () => void,
+): boolean | Promise<boolean> {
+  try {
+    if (queue.tryPush(entry)) return true;
+  } catch (e) {
+    if (e instanceof ChannelClosedError) return false;
+    throw e;
+  }
+  return waitForRoom(queue, entry, task, beforeWait);
+}
+
+async function waitForRoom(
   queue: Channel<Entry>,
   entry: Entry,
   task: Waiting,
   beforeWait?: () => void,
 ): Promise<boolean> {
+  beforeWait?.();
+  task.waitingOnServer = true;
   try {
-    if (queue.tryPush(entry)) return true;
-    beforeWait?.();
-    task.waitingOnServer = true;
-    try {
-      await queue.push(entry);
-    } finally {
-      task.waitingOnServer = false;
-    }
-    task.lastActivity = performance.now();
-    return true;
+    await queue.push(entry);
   } catch (e) {
     if (e instanceof ChannelClosedError) return false;
     throw e;
+  } finally {
+    task.waitingOnServer = false;
   }
+  task.lastActivity = performance.now();
+  return true;
 }
 
 /**

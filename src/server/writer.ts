@@ -173,7 +173,8 @@ export class Writer {
               continue;
             }
           }
-          await this.#flush();
+          const flushing = this.#flush();
+          if (flushing !== undefined) await flushing;
           continue;
         }
         if (queue.closed && queue.drained) return;
@@ -185,7 +186,10 @@ export class Writer {
         let pos = 0;
         while (pos < entry.data.length) {
           pos = this.#append(entry, pos);
-          if (this.#mustFlush) await this.#flush();
+          if (this.#mustFlush) {
+            const flushing = this.#flush();
+            if (flushing !== undefined) await flushing;
+          }
         }
       }
     }
@@ -277,21 +281,43 @@ export class Writer {
     await this.#store.reopen();
   }
 
-  async #flush(): Promise<void> {
-    const out = this.#out;
+  /**
+   * Stores the batch and settles its records. Returns undefined when it is all done already (the
+   * store kept the batch synchronously), else a promise: the acks of a batch kept at once go out
+   * without a trip through the microtask queue.
+   */
+  #flush(): Promise<void> | undefined {
     const store = this.#store;
     const max = this.#opts.maxFileBytes;
-    if (max > 0 && store.size > 0 && (this.#fileFull || store.size + out.length > max)) {
-      await store.rotate();
+    if (max > 0 && store.size > 0 && (this.#fileFull || store.size + this.#out.length > max)) {
+      return this.#rotateAndFlush();
     }
+    const kept = this.#keep(this.#batch());
+    return kept === true ? this.#settle(true) : kept.then((k) => this.#settle(k));
+  }
+
+  async #rotateAndFlush(): Promise<void> {
+    await this.#store.rotate();
+    await this.#settle(await this.#keep(this.#batch()));
+  }
+
+  /** The current batch, for the store. */
+  #batch(): Batch {
     this.#fileFull = false;
-    const batch: Batch = {
-      bytes: out.bytes.subarray(0, out.length),
+    return {
+      bytes: this.#out.bytes.subarray(0, this.#out.length),
       records: this.#records,
       runs: this.#runs,
     };
+  }
+
+  /**
+   * Acks the batch's records (or refuses those the store did not keep) and starts the next
+   * batch; returns a promise only when a reopen is due.
+   */
+  #settle(kept: true | ReadonlySet<BatchRun>): Promise<void> | undefined {
+    const out = this.#out;
     const touched = this.#touched;
-    const kept = await this.#keep(batch);
     if (kept === true) {
       this.stats.records += this.#records;
       this.stats.batches++;
@@ -319,26 +345,55 @@ export class Writer {
     this.#cutForFileSize = false;
     this.#mustFlush = false;
     this.#seq++;
-    if (this.#reopenWanted) await this.#reopen();
+    return this.#reopenWanted ? this.#reopen() : undefined;
   }
 
   /**
    * Hands the batch to the store, retrying with backoff until the retry time runs out. Returns
-   * true when the whole batch is stored, else the runs the store kept all the same (none, for a
-   * store that keeps a batch whole or not at all).
+   * true when the whole batch is stored (synchronously, when the store kept it at once), else a
+   * promise of the same, or of the runs the store kept all the same (none, for a store that
+   * keeps a batch whole or not at all).
    */
-  async #keep(batch: Batch): Promise<true | ReadonlySet<BatchRun>> {
-    const log = this.#opts.log;
+  #keep(batch: Batch): true | Promise<true | ReadonlySet<BatchRun>> {
     // Once storage has failed past the retry time, later batches get one try each until one
     // is stored, so refusals do not queue up behind a full retry window apiece.
     const retryMs = this.#storageDown ? 0 : this.#opts.writeRetryMs ?? 5000;
     const deadline = performance.now() + retryMs;
+    const first = this.#tryAppend(batch);
+    if (first === undefined) {
+      this.#stored(1);
+      return true;
+    }
+    return this.#keepRetrying(batch, first, deadline);
+  }
+
+  /** One append; a store that throws instead of rejecting is taken as rejecting. */
+  #tryAppend(batch: Batch): Promise<void> | undefined {
+    try {
+      return this.#store.append(batch);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #stored(attempt: number): void {
+    if (attempt > 1 || this.#storageDown) this.#opts.log.warn("storage recovered", { attempt });
+    this.#storageDown = false;
+  }
+
+  /** `#keep` once the first attempt has not kept the batch at once. */
+  async #keepRetrying(
+    batch: Batch,
+    first: Promise<void>,
+    deadline: number,
+  ): Promise<true | ReadonlySet<BatchRun>> {
+    const log = this.#opts.log;
     let wait = 10;
+    let pending: Promise<void> | undefined = first;
     for (let attempt = 1;; attempt++) {
       try {
-        await this.#store.append(batch);
-        if (attempt > 1 || this.#storageDown) log.warn("storage recovered", { attempt });
-        this.#storageDown = false;
+        await pending;
+        this.#stored(attempt);
         return true;
       } catch (e) {
         const fields = {
@@ -357,6 +412,7 @@ export class Writer {
         }
         await delay(wait);
         wait = Math.min(wait * 2, 1000);
+        pending = this.#tryAppend(batch);
       }
     }
   }

@@ -11,7 +11,7 @@
  */
 
 import { closeQuietly } from "../io/close_quietly.ts";
-import { writeAll } from "../io/write_all.ts";
+import { writeAll, writeAllSync } from "../io/write_all.ts";
 import { exists } from "../io/exists.ts";
 import { openDataFile, type Opened, type OpenFile, recoverWith } from "./data_file.ts";
 import type { Logger } from "../log.ts";
@@ -19,8 +19,8 @@ import { BucketHistogram, LATENCY_BOUNDS, type Metric } from "../server/metrics.
 import { concat } from "../io/concat.ts";
 import { syncDirectoryOf } from "../io/sync_directory.ts";
 import {
+  BatchRecordEncoder,
   type DataFileState,
-  encodeBatch,
   encodeFile,
   encodeSeal,
   fingerprint,
@@ -93,6 +93,8 @@ export class FileStore implements Store {
   /** Where the file was renamed by a rotation whose new file is not open yet, else null. */
   #rotatedTo: string | null = null;
   readonly #journal: Journal;
+  /** Encodes the journal's BATCH records; appends never overlap, so one buffer serves them all. */
+  readonly #records = new BatchRecordEncoder();
   /** Where each session stands in the data file, least recently written first. */
   readonly #table: Map<string, JournalEntry>;
   /** Set after a switch of files until the journal has said so (FILE, or a snapshot). */
@@ -191,7 +193,44 @@ export class FileStore implements Store {
     return this.#size;
   }
 
-  async append(batch: Batch): Promise<void> {
+  /**
+   * Keeps the batch. A small batch (up to 64 KiB) in `written` mode, with nothing to repair or
+   * compact first, is kept synchronously: the journal record and the lines go to the page cache
+   * with synchronous writes, and `append` returns undefined once both have returned. Anything
+   * else, and every failure, goes through the promise it returns instead.
+   */
+  append(batch: Batch): Promise<void> | undefined {
+    const journal = this.#journal;
+    if (
+      this.#durable || this.#torn || this.#fileRecordOwed || journal.torn ||
+      journal.wantsCompaction || batch.bytes.length > SYNC_WRITE_BYTES
+    ) {
+      return this.#appendAsync(batch);
+    }
+    const start = this.#size;
+    const bytes = batch.bytes;
+    const entries = sessionsOf(batch);
+    const record = entries.length > 0 ? this.#records.encode(start, bytes, entries) : null;
+    const t0 = performance.now();
+    if (record !== null) {
+      try {
+        journal.appendSync(record);
+      } catch (e) {
+        return journal.repair().then(() => Promise.reject(e), () => Promise.reject(e));
+      }
+    }
+    try {
+      writeAllSync(this.#file, bytes);
+    } catch (e) {
+      return this.#undo(start, record).then(() => Promise.reject(e));
+    }
+    this.stats.writeSeconds.observe((performance.now() - t0) / 1000);
+    this.#appended(start, bytes, entries);
+    return undefined;
+  }
+
+  /** `append` when the batch cannot be kept synchronously. */
+  async #appendAsync(batch: Batch): Promise<void> {
     const start = this.#size;
     // Appending after a partial line would glue the next record onto it.
     if (this.#torn) await this.#cutBackTo(start);
@@ -204,19 +243,15 @@ export class FileStore implements Store {
     const bytes = batch.bytes;
     const entries = sessionsOf(batch);
     // Recorded before the lines go in: every record but the last is then of a whole batch.
-    const record = entries.length > 0 ? encodeBatch(start, bytes, entries) : null;
+    const record = entries.length > 0 ? this.#records.encode(start, bytes, entries) : null;
     const t0 = performance.now();
     if (record !== null) await journal.append(record);
     try {
-      if (bytes.length <= SYNC_WRITE_BYTES) {
-        // A small batch goes to the page cache in microseconds: written synchronously it skips
-        // the trip through the runtime's blocking pool, which costs more than the write itself
-        // when one message at a time is in flight.
-        let done = 0;
-        while (done < bytes.length) done += this.#file.writeSync(bytes.subarray(done));
-      } else {
-        await writeAll(this.#file, bytes);
-      }
+      // A small batch goes to the page cache in microseconds: written synchronously it skips
+      // the trip through the runtime's blocking pool, which costs more than the write itself
+      // when one message at a time is in flight.
+      if (bytes.length <= SYNC_WRITE_BYTES) writeAllSync(this.#file, bytes);
+      else await writeAll(this.#file, bytes);
       const t1 = performance.now();
       this.stats.writeSeconds.observe((t1 - t0) / 1000);
       if (this.#durable) {
@@ -224,23 +259,41 @@ export class FileStore implements Store {
         this.stats.syncSeconds.observe((performance.now() - t1) / 1000);
       }
     } catch (e) {
-      this.#torn = true;
-      try {
-        await this.#cutBackTo(start);
-      } catch (cut) {
-        this.#log.error("cannot cut the file back after a failed write", {
-          error: (cut as Error).message,
-          offset: start,
-        });
-      }
-      // Best effort: a record left behind is undone by the next batch at the same offset.
-      if (record !== null) await journal.takeBack(record.length).catch(() => {});
+      await this.#undo(start, record);
       throw e;
     }
+    this.#appended(start, bytes, entries);
+  }
+
+  /**
+   * After a failed write of the lines from `start`: cuts the file back there and takes the
+   * batch's journal `record` back, as far as it can (what it cannot is logged, or undone by the
+   * next batch). Never rejects.
+   */
+  async #undo(start: number, record: Uint8Array | null): Promise<void> {
+    this.#torn = true;
+    try {
+      await this.#cutBackTo(start);
+    } catch (cut) {
+      this.#log.error("cannot cut the file back after a failed write", {
+        error: (cut as Error).message,
+        offset: start,
+      });
+    }
+    // Best effort: a record left behind is undone by the next batch at the same offset.
+    if (record !== null) await this.#journal.takeBack(record.length).catch(() => {});
+  }
+
+  /** The batch's `bytes` are in the file from `start`: the size, tail and sessions follow. */
+  #appended(start: number, bytes: Uint8Array, entries: BatchSession[]): void {
     this.#size = start + bytes.length;
-    this.#tail = bytes.length >= FINGERPRINT_BYTES
-      ? bytes.slice(bytes.length - FINGERPRINT_BYTES)
-      : concat([this.#tail, bytes]).slice(-FINGERPRINT_BYTES);
+    if (bytes.length < FINGERPRINT_BYTES) {
+      this.#tail = concat([this.#tail, bytes]).slice(-FINGERPRINT_BYTES);
+    } else if (this.#tail.length === FINGERPRINT_BYTES) {
+      this.#tail.set(bytes.subarray(bytes.length - FINGERPRINT_BYTES)); // no allocation
+    } else {
+      this.#tail = bytes.slice(bytes.length - FINGERPRINT_BYTES);
+    }
     const table = this.#table;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;

@@ -88,6 +88,8 @@ const BATCH = 2;
 const SEAL = 3;
 const FILE = 4;
 const ENTRY_BYTES = 16;
+/** A BATCH record without its entries: frame header, kind, offset, length, head, tail, n. */
+const BATCH_RECORD_BYTES = 8 + 21 + 4;
 /** A record longer than this is damage, not a record. */
 const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 
@@ -110,9 +112,9 @@ const CRC_TABLE = (() => {
  * crc32(new TextEncoder().encode("123456789")); // 0xcbf43926
  * ```
  */
-export function crc32(bytes: Uint8Array): number {
+export function crc32(bytes: Uint8Array, start = 0, end = bytes.length): number {
   let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 
@@ -185,16 +187,64 @@ export function encodeSnapshot(
 export function encodeBatch(
   offset: number,
   bytes: Uint8Array,
-  entries: JournalEntry[],
+  entries: readonly JournalEntry[],
 ): Uint8Array {
-  const head = new Uint8Array(21);
-  const view = new DataView(head.buffer);
-  head[0] = BATCH;
-  view.setBigUint64(1, BigInt(offset));
-  view.setUint32(9, bytes.length);
-  view.setUint32(13, fingerprint(bytes.subarray(0, FINGERPRINT_BYTES)));
-  view.setUint32(17, fingerprint(bytes.subarray(Math.max(0, bytes.length - FINGERPRINT_BYTES))));
-  return entriesFrame(head, entries, entries.length);
+  return new BatchRecordEncoder(entries.length).encode(offset, bytes, entries);
+}
+
+/**
+ * Encodes BATCH records (as {@linkcode encodeBatch} does) into one buffer it reuses, growing it
+ * when a record needs more: the writer's path allocates nothing per batch for its record (a typed
+ * array costs about a microsecond to allocate here, several times the rest of the encoding).
+ *
+ * @example
+ * ```ts
+ * import { BatchRecordEncoder } from "./journal_format.ts";
+ * const encoder = new BatchRecordEncoder();
+ * const lines = new TextEncoder().encode("1 1 a b\n");
+ * const record = encoder.encode(0, lines, [{ clientId: 1, session: 7n, lastId: 1 }]);
+ * // `record` is valid until the next encode()
+ * ```
+ */
+export class BatchRecordEncoder {
+  #buf: Uint8Array;
+  #view: DataView;
+
+  /** Starts with room for a record of `entries` sessions. */
+  constructor(entries = 4) {
+    this.#buf = new Uint8Array(BATCH_RECORD_BYTES + entries * ENTRY_BYTES);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** The record of `bytes` at `offset` with `entries`: a view valid until the next call. */
+  encode(offset: number, bytes: Uint8Array, entries: readonly JournalEntry[]): Uint8Array {
+    const n = entries.length;
+    const length = BATCH_RECORD_BYTES + n * ENTRY_BYTES;
+    if (length > this.#buf.length) {
+      this.#buf = new Uint8Array(Math.max(length, 2 * this.#buf.length));
+      this.#view = new DataView(this.#buf.buffer);
+    }
+    const buf = this.#buf;
+    const view = this.#view;
+    const end = bytes.length;
+    // The frame header (8 bytes), then the body: the head (21 bytes), n, the entries.
+    buf[8] = BATCH;
+    view.setBigUint64(9, BigInt(offset));
+    view.setUint32(17, end);
+    view.setUint32(21, crc32(bytes, 0, Math.min(FINGERPRINT_BYTES, end)));
+    view.setUint32(25, crc32(bytes, Math.max(0, end - FINGERPRINT_BYTES), end));
+    view.setUint32(29, n);
+    let at = 33;
+    for (let i = 0; i < n; i++, at += ENTRY_BYTES) {
+      const e = entries[i]!;
+      view.setUint32(at, e.clientId);
+      view.setBigUint64(at + 4, e.session);
+      view.setUint32(at + 12, e.lastId);
+    }
+    view.setUint32(0, length - 8);
+    view.setUint32(4, crc32(buf, 8, length));
+    return buf.subarray(0, length);
+  }
 }
 
 /**

@@ -106,7 +106,7 @@ export class StoreStartError extends Error {
  * import type { Batch, Store } from "./store.ts";
  * async function keep(store: Store, batch: Batch): Promise<boolean> {
  *   try {
- *     await store.append(batch);
+ *     await store.append(batch); // undefined when kept synchronously
  *     return true;
  *   } catch {
  *     return false; // nothing of the batch was kept
@@ -146,8 +146,13 @@ export interface Store {
    * finish undoing it before it keeps anything else, and throw until it can), unless it throws
    * {@linkcode PartialAppendError}, which names what it kept. The writer may call it again with
    * the same batch after a failure: a store must then not keep twice what it kept before.
+   *
+   * A store that has kept the whole batch by the time it returns (synchronous writes to the page
+   * cache, say) may return undefined instead of a promise: the writer then releases the acks at
+   * once, without a trip through the microtask queue. A failure always comes as a rejected
+   * promise, never as a throw.
    */
-  append(batch: Batch): Promise<void>;
+  append(batch: Batch): Promise<void> | undefined;
   /**
    * Starts a new segment, the current one moved aside; called between batches when the next
    * would take the segment past its size limit. Never throws: a store that cannot rotate logs

@@ -88,3 +88,18 @@ Deno.test({
     match(run.stdout, /\nfile check: [\d,]+ lines, [\d,]+ acked: OK\n$/);
   },
 });
+
+Deno.test("the legacy-latency preset runs the original's test through LEGACY_PORT and checks the file", async () => {
+  const run = await bench(["--preset", "legacy-latency", "--count", "30"]);
+  equal(run.code, 0, run.stdout + run.stderr);
+  match(
+    run.stderr,
+    /phase "legacy 1 x 100": 1 connections, window 1, 100 B payload, 30 messages, 20 rounds, LEGACY_PORT/,
+  );
+  match(run.stdout, /^run +30 msgs x 20 rounds$/m);
+  match(run.stdout, /^messages acked +600$/m);
+  match(run.stdout, /^each round's average latency \(a fresh client each round\)/m);
+  match(run.stdout, /^20 +30 +[\d.,]+$/m);
+  match(run.stdout, /^median round +[\d.,]+$/m);
+  match(run.stdout, /\nfile check: 600 lines, 600 acked: OK\n$/);
+});

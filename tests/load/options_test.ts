@@ -34,6 +34,7 @@ Deno.test("parseOptions() without flags runs 64 x 256 for 5 s against a server i
     preset: null,
     host: "127.0.0.1",
     port: null,
+    legacyPort: null,
     ackMode: "written",
     json: false,
     keep: false,
@@ -64,6 +65,7 @@ Deno.test("parseOptions() reads every flag", () => {
     preset: null,
     host: "10.0.0.2",
     port: 9001,
+    legacyPort: null,
     ackMode: "durable",
     json: true,
     keep: true,
@@ -163,8 +165,8 @@ Deno.test("parseOptions() refuses bad values with the flag, the value and what i
     [["--ack-mode", "sync"], '--ack-mode is "sync"; allowed: received, written, durable'],
     [
       ["--preset", "nope"],
-      '--preset is "nope"; allowed: seed-latency, seed-concurrency, seed-load, throughput, ' +
-      "request-ack, latency, stalled-peers, fairness, cluster",
+      '--preset is "nope"; allowed: seed-latency, legacy-latency, seed-concurrency, seed-load, ' +
+      "throughput, request-ack, latency, stalled-peers, fairness, cluster",
     ],
     [["--duration", "1", "--count", "5"], "--duration and --count exclude each other"],
   ];
@@ -225,4 +227,53 @@ Deno.test("--status-pages opens up to 16 pages on the server the tool starts, an
     (e) => e instanceof UsageError && /does not go with --preset cluster$/.test(e.message),
   );
   match(USAGE, /\n {2}--status-pages N {7}keep N live status pages/);
+});
+
+Deno.test("the legacy-latency preset is the original's test on LEGACY_PORT: 1 x 100 one at a time, 20 rounds", () => {
+  const options = parse(["--preset", "legacy-latency"]);
+  deepStrictEqual(only(options), {
+    name: "legacy 1 x 100",
+    connections: 1,
+    window: 1,
+    size: 100,
+    durationS: null,
+    count: 100,
+    perClientTable: true,
+    legacy: true,
+    rounds: 20,
+  });
+  equal(options.legacyPort, null);
+  match(USAGE, /\n {2}legacy-latency {5}the original's latency test through LEGACY_PORT/);
+  ok(USAGE.includes("  --legacy-port PORT"));
+  const running = parse(["--preset", "legacy-latency", "--port", "9000", "--legacy-port", "9001"]);
+  deepStrictEqual([running.port, running.legacyPort], [9000, 9001]);
+  equal(only(parse(["--preset", "legacy-latency", "--count", "50"])).count, 50);
+});
+
+Deno.test("the legacy-latency preset refuses what the legacy protocol or its server cannot take", () => {
+  const cases: [string[], string][] = [
+    [
+      ["--preset", "legacy-latency", "--duration", "1"],
+      "--preset legacy-latency sends a count: --duration does not go with it",
+    ],
+    [
+      ["--preset", "legacy-latency", "--size", "1025"],
+      '--size is "1025"; allowed with --preset legacy-latency: at most 1024',
+    ],
+    [
+      ["--preset", "legacy-latency", "--port", "9000"],
+      "--preset legacy-latency with --port needs --legacy-port too",
+    ],
+    [
+      ["--preset", "legacy-latency", "--legacy-port", "9001"],
+      "--legacy-port goes only with --port and the legacy-latency preset",
+    ],
+    [
+      ["--port", "9000", "--legacy-port", "9001"],
+      "--legacy-port goes only with --port and the legacy-latency preset",
+    ],
+  ];
+  for (const [args, message] of cases) {
+    throws(() => parse(args), (e) => e instanceof UsageError && e.message === message, message);
+  }
 });

@@ -65,7 +65,21 @@ export class FakeStore implements Store {
     return new TextEncoder().encode(this.segments.at(-1)!).length;
   }
 
-  async append(batch: Batch): Promise<void> {
+  /**
+   * Keeps a batch synchronously (append returns undefined), as the file store does with small
+   * batches, unless a gate or a failure is set; otherwise every append returns a promise.
+   */
+  synchronous = false;
+
+  append(batch: Batch): Promise<void> | undefined {
+    if (!this.synchronous || this.gate !== null || this.failAppends > 0) {
+      return this.#appendLater(batch);
+    }
+    this.#keep(batch);
+    return undefined;
+  }
+
+  async #appendLater(batch: Batch): Promise<void> {
     if (this.gate !== null) await this.gate;
     if (this.failAppends > 0) {
       this.failAppends--;
@@ -76,6 +90,10 @@ export class FakeStore implements Store {
       }
       throw new Error("No space left on device (os error 28)");
     }
+    this.#keep(batch);
+  }
+
+  #keep(batch: Batch): void {
     this.calls.push("append");
     const lines = text.decode(batch.bytes);
     this.segments[this.segments.length - 1] += lines;
