@@ -33,23 +33,41 @@ interface ScanExports {
   ): number;
 }
 
-// One instance serves every connection: a scan is one synchronous call, and the staged bytes
-// are not needed after it.
-const exports = instantiate();
-const memory = new Uint8Array(exports.memory.buffer);
-const results = new DataView(exports.memory.buffer, RESULT_AT, 12);
+/** The one instance, with views of its memory (its memory never grows). */
+interface ScanModule {
+  exports: ScanExports;
+  memory: Uint8Array;
+  results: DataView;
+}
+
+// One instance serves every connection: a scan is one synchronous call, and the staged bytes are
+// not needed after it. Made on first use, so that importing the decoder (the client does) costs
+// nothing and needs no SIMD.
+let instance: ScanModule | null = null;
+
+function scanModule(): ScanModule {
+  if (instance === null) {
+    const exports = instantiate();
+    instance = {
+      exports,
+      memory: new Uint8Array(exports.memory.buffer),
+      results: new DataView(exports.memory.buffer, RESULT_AT, 12),
+    };
+  }
+  return instance;
+}
 
 function instantiate(): ScanExports {
-  let instance: WebAssembly.Instance;
+  let made: WebAssembly.Instance;
   try {
-    instance = new WebAssembly.Instance(new WebAssembly.Module(MSG_SCAN_WASM));
+    made = new WebAssembly.Instance(new WebAssembly.Module(MSG_SCAN_WASM));
   } catch (e) {
     throw new Error(
       "Cannot load the MSG scanner (src/protocol/msg_scan.wat): it needs WebAssembly SIMD, " +
         `which this CPU or runtime lacks (on x86-64 it needs SSE4.1): ${(e as Error).message}`,
     );
   }
-  const scanExports = instance.exports as unknown as ScanExports;
+  const scanExports = made.exports as unknown as ScanExports;
   if (scanExports.memory.buffer.byteLength < STAGE_AT + MSG_SCAN_WINDOW + SPARE) {
     throw new Error("Cannot load the MSG scanner: its memory is too small for a window");
   }
@@ -82,6 +100,7 @@ export class MsgScanner {
   stoppedAtFrame = false;
   readonly #maxLength: number;
   readonly #maxPayload: number;
+  readonly #module: ScanModule;
 
   /**
    * `maxFrameLength`: the longest MSG frame it takes, as counted by the length prefix (longer
@@ -91,6 +110,7 @@ export class MsgScanner {
   constructor(limits: { maxFrameLength: number; maxPayloadBytes: number }) {
     this.#maxLength = Math.min(Math.max(limits.maxFrameLength, 0), MSG_SCAN_WINDOW);
     this.#maxPayload = Math.min(Math.max(limits.maxPayloadBytes, 0), LARGEST_I32);
+    this.#module = scanModule();
   }
 
   /**
@@ -98,6 +118,7 @@ export class MsgScanner {
    * {@linkcode MSG_SCAN_WINDOW} bytes), the first msg_id above `lastId`; returns how many.
    */
   scan(bytes: Uint8Array, lastId: number): number {
+    const { exports, memory, results } = this.#module;
     const length = Math.min(bytes.length, MSG_SCAN_WINDOW);
     memory.set(length === bytes.length ? bytes : bytes.subarray(0, length), STAGE_AT);
     const count = exports.scan(
