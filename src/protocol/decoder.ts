@@ -9,6 +9,7 @@
  */
 
 import { FrameType, HEADER_BYTES, LENGTH_BYTES, readU32 } from "./frames.ts";
+import { MSG_SCAN_WINDOW, MsgScanner } from "./msg_scan.ts";
 
 /** What {@linkcode FrameDecoder.next} found. */
 export const Decoded = {
@@ -42,10 +43,21 @@ export interface DecoderLimits {
    * returns "" to go on, or why the stream is refused (then `next()` reports ERROR).
    */
   checkType?: (type: number) => string;
+  /**
+   * The largest MSG payload a greeted connection accepts (MAX_MESSAGE_BYTES); needed only by
+   * {@linkcode FrameDecoder.nextMsgRun}.
+   */
+  maxPayloadBytes?: number;
 }
 
 /** Below this much free space at the end of the buffer, the unread bytes are moved to its start. */
 const MIN_READ_SPACE = 4096;
+/**
+ * Bytes {@linkcode FrameDecoder.nextMsgRun} hands the scanner after a run that stopped at a frame
+ * it does not take; it doubles (up to MSG_SCAN_WINDOW) while runs take all they are given. So a
+ * stream of refused frames costs a small copy per frame, and a stream of good ones a copy per read.
+ */
+const MIN_SCAN_BYTES = 2048;
 
 /**
  * Splits a byte stream into frames, with every size checked before anything is allocated.
@@ -76,6 +88,12 @@ export class FrameDecoder {
   readonly #maxBase: number;
   #lastTarget = 0;
   readonly #limits: DecoderLimits;
+  #scanner: MsgScanner | null = null;
+  #scanBytes = MIN_SCAN_BYTES;
+  /** Where the last run stopped at a frame it does not take (-1: none), so it is not rescanned. */
+  #runStoppedAt = -1;
+  /** The longest MSG frame nextMsgRun takes. */
+  readonly #runMaxLength: number;
 
   /** Type byte of the frame last returned. */
   type = 0;
@@ -91,12 +109,15 @@ export class FrameDecoder {
   oversizedLength = 0;
   /** Why the stream was refused, after `ERROR`. */
   error = "";
+  /** The msg_id of the last frame of the run last returned by `nextMsgRun`. */
+  lastMsgId = 0;
 
   constructor(limits: DecoderLimits) {
     this.#limits = limits;
     this.#base = limits.initialBytes ?? 16 * 1024;
     this.#maxBase = Math.max(limits.maxReadBytes ?? this.#base, this.#base);
     this.#buf = new Uint8Array(this.#base);
+    this.#runMaxLength = Math.min(limits.maxMsgLength, MSG_SCAN_WINDOW - LENGTH_BYTES);
   }
 
   /** The buffer that frame offsets point into; replaced when it grows or shrinks. */
@@ -116,6 +137,7 @@ export class FrameDecoder {
 
   /** The free part of the buffer to read into; invalidates earlier frame offsets. */
   readTarget(): Uint8Array {
+    this.#runStoppedAt = -1;
     const pending = this.#end - this.#start;
     if (pending === 0) {
       this.#start = this.#end = 0;
@@ -158,6 +180,7 @@ export class FrameDecoder {
    * offsets; call it before a long wait so idle memory stays small.
    */
   releaseIfDrained(): void {
+    this.#runStoppedAt = -1;
     if (this.#end === this.#start && this.#buf.length > this.#base) {
       this.#buf = new Uint8Array(this.#base);
       this.#start = this.#end = 0;
@@ -224,6 +247,43 @@ export class FrameDecoder {
     this.frameEnd = s + LENGTH_BYTES + length;
     this.#start = this.frameEnd;
     return Decoded.FRAME;
+  }
+
+  /**
+   * Takes, in one step, the run of whole MSG frames at the front of what has been read that a
+   * greeted connection accepts as they are (msg_ids above `lastId` and increasing, printable
+   * ASCII names, payloads within `maxPayloadBytes`; see `msg_scan.wat`), and returns how many.
+   * Returns 0 when the next frame is anything else, or not whole: decode it with `next()`, which
+   * judges it. After a run, `frameStart` is its first frame's start, `frameEnd` its last frame's
+   * end and `lastMsgId` its last frame's msg_id; the offsets are valid as `next()`'s are.
+   */
+  nextMsgRun(lastId: number): number {
+    const s = this.#start;
+    if (this.#skip > 0 || s === this.#runStoppedAt) return 0;
+    const b = this.#buf;
+    const avail = this.#end - s;
+    // The first frame is looked at here, so that nothing is staged for a frame that is not whole
+    // (a big one streaming in) or not a MSG.
+    if (avail < HEADER_BYTES || b[s + 4] !== FrameType.MSG) return 0;
+    const length = readU32(b, s);
+    if (length > this.#runMaxLength || LENGTH_BYTES + length > avail) return 0;
+    const scanner = this.#scanner ??= new MsgScanner({
+      maxFrameLength: this.#runMaxLength,
+      maxPayloadBytes: this.#limits.maxPayloadBytes ?? 0,
+    });
+    const take = Math.min(avail, Math.max(this.#scanBytes, LENGTH_BYTES + length));
+    const count = scanner.scan(b.subarray(s, s + take), lastId);
+    if (scanner.stoppedAtFrame) this.#scanBytes = MIN_SCAN_BYTES;
+    else if (take < avail) this.#scanBytes = Math.min(this.#scanBytes * 2, MSG_SCAN_WINDOW);
+    if (count === 0) return 0;
+    this.type = FrameType.MSG;
+    this.frameStart = s;
+    this.bodyStart = s + HEADER_BYTES;
+    this.frameEnd = s + scanner.end;
+    this.lastMsgId = scanner.lastId;
+    this.#start = this.frameEnd;
+    if (scanner.stoppedAtFrame) this.#runStoppedAt = this.frameEnd;
+    return count;
   }
 
   #fail(reason: string): number {
