@@ -153,6 +153,11 @@ async function killLoop(mode: "written" | "durable"): Promise<void> {
   const maybeKill = (): void => {
     if (killing !== null || kills.length >= KILLS || broken !== null) return;
     if (deliveredTotal < thresholds[kills.length]!) return;
+    // Not before every session has something stored: a kill before a session's first batch
+    // reached the journal leaves the restarted server with no record of it, and for messages
+    // already sent WELCOME's "unknown" cannot be told from "forgotten", so the client reports
+    // them as uncertain (SessionLostError, docs/protocol.md), which is right but not this test.
+    if (clients.some((c) => c.delivered.size === 0)) return;
     killing = killAndRestart().then(() => {
       killing = null;
       maybeKill(); // a threshold crossed meanwhile is due at once
