@@ -33,22 +33,15 @@ import {
   type SessionBatch,
 } from "./support/stream_records.ts";
 import { requireTool } from "./support/tools.ts";
+import { exportCommand } from "./support/spawn.ts";
 
 const present = requireTool("nats-server");
 
-const MSGSERVER = new URL("../src/cli/msgserver.ts", import.meta.url).pathname;
 const dec = new TextDecoder();
 
 /** `msgserver export` as a process, in `dir` (no app.conf there), with NATS at `nats`. */
 function spawnExport(dir: string, nats: LocalNats, args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MSGSERVER, "export", "--nats-urls", nats.url, ...args],
-    cwd: dir,
-    env: { MS_HOME: "" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  return exportCommand(["--nats-urls", nats.url, ...args], dir, "piped").spawn();
 }
 
 async function runExport(
@@ -68,6 +61,30 @@ function collect(child: Deno.ChildProcess): { text: () => string; done: Promise<
   })();
   child.stdout.cancel().catch(() => {});
   return { text: () => text, done };
+}
+
+/**
+ * Runs `fn` with `msgserver export ARGS` running and its stderr collected; the process is killed
+ * (SIGKILL) and reaped afterwards if it is still there, whatever `fn` did.
+ */
+async function withExport(
+  dir: string,
+  nats: LocalNats,
+  args: string[],
+  fn: (child: Deno.ChildProcess, stderr: ReturnType<typeof collect>) => Promise<void>,
+): Promise<void> {
+  const child = spawnExport(dir, nats, args);
+  const stderr = collect(child);
+  try {
+    await fn(child, stderr);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+  }
 }
 
 async function waitFor(what: string, test: () => Promise<boolean> | boolean, ms = 20_000) {
@@ -351,9 +368,7 @@ Deno.test({
       await createStream(nc);
       const batches = sequentialBatches(7, 4n, 9, 3);
       const published = await publishBatches(nc, batches.slice(0, 2));
-      const child = spawnExport(dir, nats, ["--follow", "out.log"]);
-      const stderr = collect(child);
-      try {
+      await withExport(dir, nats, ["--follow", "out.log"], async (child, stderr) => {
         await waitFor("export starting", () => /export starting/.test(stderr.text()));
         const first = concat(published.map((p) => p.data)).length;
         await waitFor(
@@ -376,14 +391,7 @@ Deno.test({
         match(stderr.text(), /signal received signal=SIGTERM/);
         match(stderr.text(), /INFO export done records=27 messages=9 /);
         equal(dec.decode(await Deno.readFile(`${dir}/out.log`)), dec.decode(all));
-      } finally {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // exited
-        }
-        await child.status;
-      }
+      });
     });
   });
 });
@@ -396,9 +404,8 @@ Deno.test({
     await withTempDir("msgserver_export_test_", async (dir) => {
       await createStream(nc);
       await publishBatches(nc, sequentialBatches(8, 5n, 2, 2));
-      const child = spawnExport(dir, nats, ["--follow", "--nats-timeout-ms", "1000", "out.log"]);
-      const stderr = collect(child);
-      try {
+      const args = ["--follow", "--nats-timeout-ms", "1000", "out.log"];
+      await withExport(dir, nats, args, async (child, stderr) => {
         await waitFor("export starting", () => /export starting/.test(stderr.text()));
         await nats.stop();
         const t0 = performance.now();
@@ -410,14 +417,7 @@ Deno.test({
           /msgserver export: .*NATS has failed for \d+ ms \(NATS_TIMEOUT_MS is 1000\)/,
         );
         ok(performance.now() - t0 < 15_000, `took ${performance.now() - t0} ms`);
-      } finally {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // exited
-        }
-        await child.status;
-      }
+      });
     });
   });
 });

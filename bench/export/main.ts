@@ -16,6 +16,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Header, sessionMsgId, sessionSubject } from "../../src/store/jetstream_layout.ts";
 import { verifyFile } from "../../src/verify.ts";
 import { startNats } from "../../tests/support/nats_local.ts";
+import { exportCommand } from "../../tests/support/spawn.ts";
 
 const USAGE =
   `Usage: deno task bench:export [--records N] [--per-message R] [--payload-bytes B] [--runs K]
@@ -25,7 +26,6 @@ const USAGE =
   --payload-bytes B   payload bytes per record (default 32)
   --runs K            exports to run, each into a fresh file (default 3)`;
 
-const MSGSERVER = new URL("../../src/cli/msgserver.ts", import.meta.url).pathname;
 const encoder = new TextEncoder();
 
 function count(value: string | undefined, fallback: number, name: string): number {
@@ -129,14 +129,7 @@ async function main(args: string[]): Promise<number> {
     for (let run = 1; run <= runs; run++) {
       const output = `${dir}/out${run}.log`;
       const started = performance.now();
-      const result = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", MSGSERVER, "export", "--nats-urls", nats.url, output],
-        cwd: dir,
-        env: { MS_HOME: "" },
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).output();
+      const result = await exportCommand(["--nats-urls", nats.url, output], dir).output();
       const wall = (performance.now() - started) / 1000;
       const stderr = new TextDecoder().decode(result.stderr);
       const done = /export done records=(\d+) .* ms=(\d+) records_per_s=(\d+)/.exec(stderr);

@@ -38,10 +38,8 @@ import {
   serverProblems,
   STOP_LIMIT_MS,
 } from "./run.ts";
+import { exportCommand } from "../../tests/support/spawn.ts";
 
-const MSGSERVER = decodeURIComponent(
-  new URL("../../src/cli/msgserver.ts", import.meta.url).pathname,
-);
 /** Longest an export may take before it is killed. */
 const EXPORT_LIMIT_MS = 300_000;
 /** Longest wait for the stream's leader before the kill, and for the next one after it. */
@@ -421,17 +419,10 @@ export class ClusterRun {
     cwd: string,
   ): Promise<ExportResult> {
     const started = performance.now();
-    const child = this.#exporter = new Deno.Command(Deno.execPath(), {
-      args: [
-        ...["run", "-A", MSGSERVER, "export", "--nats-urls", cluster.urls.join(",")],
-        ...["--nats-stream", stream, output],
-      ],
+    const child = this.#exporter = exportCommand(
+      ["--nats-urls", cluster.urls.join(","), "--nats-stream", stream, output],
       cwd,
-      env: { MS_HOME: "" },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+    ).spawn();
     const timer = setTimeout(() => {
       try {
         child.kill("SIGKILL");

@@ -13,7 +13,7 @@ import { writeAll } from "../../src/io/write_all.ts";
 import { LEGACY_FRAME_BYTES, LEGACY_NAME_BYTES } from "../../src/server/legacy_connection.ts";
 import type { ClientLedger } from "./file_check.ts";
 import type { PhaseSpec } from "./options.ts";
-import { type PhaseContext, type PhaseResult, PhaseState } from "./phase.ts";
+import { latencyOf, type PhaseContext, type PhaseResult, PhaseState, spreadOf } from "./phase.ts";
 
 const ACK = new TextEncoder().encode("ack");
 
@@ -199,8 +199,6 @@ export async function runLegacyPhase(spec: PhaseSpec, ctx: PhaseContext): Promis
     ((phase.lastAckAt > 0 ? phase.lastAckAt : performance.now()) - phase.firstSendAt) / 1000,
     1e-9,
   );
-  const h = phase.hist;
-  const acks = conns.map((c) => c.acked).sort((a, b) => a - b);
   const ackedByClient = new Map<number, number>();
   const ledgers = new Map<number, ClientLedger>();
   for (const c of conns) {
@@ -232,22 +230,10 @@ export async function runLegacyPhase(spec: PhaseSpec, ctx: PhaseContext): Promis
     elapsedS,
     msgsPerS: phase.acked / elapsedS,
     mbPerS: (phase.acked * spec.size) / elapsedS / 1e6,
-    latencyUs: {
-      min: h.min,
-      mean: h.mean,
-      p50: h.valueAtPercentile(50),
-      p90: h.valueAtPercentile(90),
-      p99: h.valueAtPercentile(99),
-      p999: h.valueAtPercentile(99.9),
-      max: h.max,
-    },
+    latencyUs: latencyOf(phase.hist),
     longestAckGap: { ms: 0, fromS: 0 },
     stall: { ms: 0, fromS: 0 },
-    acksPerConnection: {
-      min: acks[0] ?? 0,
-      median: acks.length === 0 ? 0 : acks[Math.floor((acks.length - 1) / 2)]!,
-      max: acks.at(-1) ?? 0,
-    },
+    acksPerConnection: spreadOf(conns.map((c) => c.acked)),
     perClient: spec.perClientTable
       ? conns.map((c) => ({
         client: c.clientId,

@@ -291,6 +291,46 @@ async function connectOne(
 }
 
 /**
+ * A phase's latency figures from its histogram of send-to-ACK times.
+ *
+ * @example
+ * ```ts
+ * import { Histogram } from "../histogram.ts";
+ * const h = new Histogram();
+ * h.record(120);
+ * latencyOf(h).p50; // about 120
+ * ```
+ */
+export function latencyOf(h: Histogram): PhaseResult["latencyUs"] {
+  return {
+    min: h.min,
+    mean: h.mean,
+    p50: h.valueAtPercentile(50),
+    p90: h.valueAtPercentile(90),
+    p99: h.valueAtPercentile(99),
+    p999: h.valueAtPercentile(99.9),
+    max: h.max,
+  };
+}
+
+/**
+ * The fairness figures: the least, median and most acks of one connection.
+ *
+ * @example
+ * ```ts
+ * spreadOf([5, 1, 3]); // { min: 1, median: 3, max: 5 }
+ * ```
+ */
+export function spreadOf(acked: number[]): PhaseResult["acksPerConnection"] {
+  const acks = acked.toSorted((a, b) => a - b);
+  return {
+    min: acks[0] ?? 0,
+    median: acks.length === 0 ? 0 : acks[Math.floor((acks.length - 1) / 2)]!,
+    max: acks.at(-1) ?? 0,
+  };
+}
+
+/**
  * Runs one phase: opens its connections (at most `ctx.connectConcurrency` at a time), starts them
  * all, prints a progress line every second, and waits until every connection is done or the
  * phase's hard timeout passes.
@@ -469,8 +509,6 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
     ((phase.lastAckAt > 0 ? phase.lastAckAt : performance.now()) - phase.firstSendAt) / 1000,
     1e-9,
   );
-  const h = phase.hist;
-  const acks = conns.map((c) => c.acked).sort((a, b) => a - b);
   const ackedByClient = new Map<number, number>();
   const ledgers = new Map<number, ClientLedger>();
   for (const c of conns) {
@@ -506,15 +544,7 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
     elapsedS,
     msgsPerS: phase.acked / elapsedS,
     mbPerS: (phase.acked * spec.size) / elapsedS / 1e6,
-    latencyUs: {
-      min: h.min,
-      mean: h.mean,
-      p50: h.valueAtPercentile(50),
-      p90: h.valueAtPercentile(90),
-      p99: h.valueAtPercentile(99),
-      p999: h.valueAtPercentile(99.9),
-      max: h.max,
-    },
+    latencyUs: latencyOf(phase.hist),
     longestAckGap: {
       ms: phase.longestAckGapMs,
       fromS: phase.longestAckGapFrom === 0
@@ -525,11 +555,7 @@ export async function runPhase(spec: PhaseSpec, ctx: PhaseContext): Promise<Phas
       ms: stall.ms,
       fromS: stall.ms === 0 ? 0 : (stall.from - phase.firstSendAt) / 1000,
     },
-    acksPerConnection: {
-      min: acks[0] ?? 0,
-      median: acks.length === 0 ? 0 : acks[Math.floor((acks.length - 1) / 2)]!,
-      max: acks.at(-1) ?? 0,
-    },
+    acksPerConnection: spreadOf(conns.map((c) => c.acked)),
     perClient: spec.perClientTable
       ? conns.map((c) => ({
         client: c.clientId,

@@ -11,8 +11,8 @@ import { type Config, DEFAULTS } from "../../src/config.ts";
 import { Logger } from "../../src/log.ts";
 import { type ParsedLine, parseFile } from "../../src/server/line.ts";
 import type { NatsCluster } from "./nats_cluster.ts";
+import { exportCommand } from "./spawn.ts";
 
-const MSGSERVER = new URL("../../src/cli/msgserver.ts", import.meta.url).pathname;
 let streams = 0;
 
 /**
@@ -45,24 +45,10 @@ export function keptLog(level: Config["LOG_LEVEL"] = "info"): { log: Logger; lin
  */
 export async function exportRecords(config: Config, dir: string): Promise<ParsedLine[]> {
   const output = `${dir}/export-${crypto.randomUUID().slice(0, 8)}.log`;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MSGSERVER,
-      "export",
-      "--nats-urls",
-      config.NATS_URLS,
-      "--nats-stream",
-      config.NATS_STREAM,
-      output,
-    ],
-    cwd: dir,
-    env: { MS_HOME: "" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
+  const out = await exportCommand(
+    ["--nats-urls", config.NATS_URLS, "--nats-stream", config.NATS_STREAM, output],
+    dir,
+  ).output();
   if (out.code !== 0) {
     throw new Error(
       `msgserver export exited ${out.code}:\n${new TextDecoder().decode(out.stderr)}`,

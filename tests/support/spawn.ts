@@ -1,7 +1,8 @@
 /**
  * msgserver as its own process, for the tests and the load tool (`bench/load/`): starts
  * `src/cli/msgserver.ts` with `deno run -A`, waits for its `listening addr=HOST:PORT` line, keeps
- * its stderr, and stops it with a signal (and, if asked, SIGKILL after a grace period).
+ * its stderr, and stops it with a signal (and, if asked, SIGKILL after a grace period); and
+ * `msgserver export` as a command.
  *
  * @module
  */
@@ -9,6 +10,32 @@
 const MSGSERVER = decodeURIComponent(
   new URL("../../src/cli/msgserver.ts", import.meta.url).pathname,
 );
+
+/**
+ * `msgserver export ARGS` as a command to run in `cwd`, where no app.conf is picked up (nor
+ * `$MS_HOME/app.conf`): stdin closed, stderr piped, stdout piped only when asked.
+ *
+ * @example
+ * ```ts
+ * const out = await exportCommand(["--nats-urls", "nats://127.0.0.1:4222", "out.log"], "/tmp")
+ *   .output();
+ * console.log(out.code, new TextDecoder().decode(out.stderr));
+ * ```
+ */
+export function exportCommand(
+  args: string[],
+  cwd: string,
+  stdout: "null" | "piped" = "null",
+): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MSGSERVER, "export", ...args],
+    cwd,
+    env: { MS_HOME: "" },
+    stdin: "null",
+    stdout,
+    stderr: "piped",
+  });
+}
 
 /** How a server stopped by {@linkcode SpawnedServer.shutdown} ended. */
 export interface StopResult {
