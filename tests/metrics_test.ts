@@ -184,3 +184,29 @@ Deno.test("/metrics shows the process's start time and its open descriptors agai
     }
   });
 });
+
+Deno.test("with deno task server's permissions, /metrics leaves out the descriptor metrics and the server says why", async () => {
+  // The task's own flags, read from deno.json, so that this follows them.
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const permissions = (config.tasks.server as string).split(" ").filter((w) => w.startsWith("--"));
+  ok(!permissions.includes("--allow-all") && !permissions.includes("-A"), permissions.join(" "));
+  await withTempDir("msgserver_metrics_perm_", async (dir) => {
+    const metricsPort = freePort();
+    const server = await spawnServer(dir, {
+      permissions,
+      args: ["--port", "0", "--metrics-port", String(metricsPort), "--file-name", `${dir}/m.log`],
+      env: { MS_HOME: "" },
+    });
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      match(text, /^process_start_time_seconds /m);
+      ok(!/^process_open_fds /m.test(text), "process_open_fds without --allow-all");
+      match(
+        server.stderr(),
+        /WARN \/metrics leaves out process_open_fds and process_max_fds why="Deno reads \/proc\/self only with --allow-all/,
+      );
+    } finally {
+      equal(await server.stop(), 0);
+    }
+  });
+});

@@ -81,6 +81,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
   readonly #conn: Transport;
   readonly #ctx: ServerContext;
   readonly #decoder: FrameDecoder;
+  /** While a push waits for room, a read buffer grown for a big frame is dead weight. */
+  readonly #releaseRead = () => this.#decoder.releaseIfDrained();
   readonly #outbox: Outbox;
   #state: number = State.AWAIT_HELLO;
   #session: Session | null = null;
@@ -175,7 +177,8 @@ export class Connection implements RecordSource, SessionOwner, Served {
         // several times its size in NACKs. Stop decoding (and so reading) until the peer takes
         // its replies.
         if (count > 0) {
-          await this.#queue(buf.slice(regionStart, regionEnd), count);
+          const queuing = this.#queue(buf.slice(regionStart, regionEnd), count);
+          if (queuing !== undefined) await queuing;
           regionStart = -1;
           count = 0;
         }
@@ -230,12 +233,12 @@ export class Connection implements RecordSource, SessionOwner, Served {
         // Otherwise #hello or #checkMsg closed the connection (#checkType let the type through).
       } else if (result === Decoded.OVERSIZED_MSG) {
         if (count > 0) {
-          await this.#queue(buf.slice(regionStart, regionEnd), count);
+          const queuing = this.#queue(buf.slice(regionStart, regionEnd), count);
+          if (queuing !== undefined) await queuing;
           regionStart = -1;
           count = 0;
         }
         this.#ctx.stats.nacked++;
-        this.#ctx.stats.nackedTooLarge++;
         this.#nack(
           decoder.oversizedMsgId,
           NackCode.PAYLOAD_TOO_LARGE,
@@ -248,7 +251,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
       }
       break; // an ERROR was sent: the connection is closing
     }
-    if (count > 0) await this.#queue(buf.slice(regionStart, regionEnd), count);
+    if (count > 0) {
+      const queuing = this.#queue(buf.slice(regionStart, regionEnd), count);
+      if (queuing !== undefined) await queuing;
+    }
   }
 
   /** Decides from the header alone whether a frame of `type` may come now (see the decoder). */
@@ -299,7 +305,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const payloadLength = bodyLength - MSG_FIXED_BYTES - nameLength;
     if (payloadLength > this.#ctx.config.MAX_MESSAGE_BYTES) {
       stats.nacked++;
-      stats.nackedTooLarge++;
       this.#nack(
         msgId,
         NackCode.PAYLOAD_TOO_LARGE,
@@ -310,7 +315,6 @@ export class Connection implements RecordSource, SessionOwner, Served {
     const problem = nameProblem(buf, body + MSG_FIXED_BYTES, body + MSG_FIXED_BYTES + nameLength);
     if (problem !== "") {
       stats.nacked++;
-      stats.nackedBadName++;
       this.#nack(msgId, NackCode.BAD_NAME, `bad name: ${problem}`);
       return REFUSED;
     }
@@ -318,21 +322,32 @@ export class Connection implements RecordSource, SessionOwner, Served {
     return ACCEPTED;
   }
 
-  /** Puts one entry on the queue, waiting for room; in `received` mode acks it at once. */
-  async #queue(data: Uint8Array, count: number): Promise<void> {
+  /**
+   * Puts one entry on the queue; in `received` mode acks it at once. Returns undefined when
+   * there was room (no promise, no await: an ack on receipt leaves before the writer runs), else
+   * a promise that settles once it is queued or refused (shutting down).
+   */
+  #queue(data: Uint8Array, count: number): Promise<void> | undefined {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     const session = this.#session!;
     const lastId = session.lastId;
     this.#unsettled.add(count);
     session.pending += count;
-    // While this waits for room, a read buffer grown for a big frame is dead weight.
-    const queued = enqueue(this.#ctx.queue, entry, this, () => this.#decoder.releaseIfDrained());
-    // No await when there was room: an ack on receipt leaves before the writer runs.
-    if (queued !== true && !await queued) {
-      this.#unsettled.settle(count); // shutting down: not accepted, so never acked
-      session.refused(count);
-      return;
+    const queued = enqueue(this.#ctx.queue, entry, this, this.#releaseRead);
+    if (queued === true) {
+      this.#queued(count, lastId);
+      return undefined;
     }
+    return Promise.resolve(queued).then((ok) => {
+      if (ok) this.#queued(count, lastId);
+      else {
+        this.#unsettled.settle(count); // shutting down: not accepted, so never acked
+        session.refused(count);
+      }
+    });
+  }
+
+  #queued(count: number, lastId: number): void {
     if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
       this.#ack(lastId);

@@ -133,7 +133,8 @@ export class LegacyConnection implements RecordSource, Served {
         const data = this.#records(frames);
         buf.copyWithin(0, used, this.#end);
         this.#end -= used;
-        await this.#queue(data, frames);
+        const queuing = this.#queue(data, frames);
+        if (queuing !== undefined) await queuing;
       }
     } catch (e) {
       if (!this.#closed) {
@@ -194,15 +195,22 @@ export class LegacyConnection implements RecordSource, Served {
     return out.slice(0, p);
   }
 
-  async #queue(data: Uint8Array, count: number): Promise<void> {
+  /** As `Connection`'s: undefined when there was room, else a promise of the outcome. */
+  #queue(data: Uint8Array, count: number): Promise<void> | undefined {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     this.#unsettled.add(count);
     const queued = enqueue(this.#ctx.queue, entry, this);
-    // No await when there was room: an ack on receipt leaves before the writer runs.
-    if (queued !== true && !await queued) {
-      this.#unsettled.settle(count); // shutting down: not accepted, so never acked
-      return;
+    if (queued === true) {
+      this.#queued(count);
+      return undefined;
     }
+    return Promise.resolve(queued).then((ok) => {
+      if (ok) this.#queued(count);
+      else this.#unsettled.settle(count); // shutting down: not accepted, so never acked
+    });
+  }
+
+  #queued(count: number): void {
     if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
       this.#ack(count);

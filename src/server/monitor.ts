@@ -200,6 +200,30 @@ function operatorMetrics(s: ServerStats): Metric[] {
 const START_TIME_SECONDS = performance.timeOrigin / 1000;
 
 /**
+ * Why `process_open_fds` and `process_max_fds` cannot be read here, or null when they can. Deno
+ * 2.9 lets a program read `/proc/self` only with `--allow-all`; `deno task server` and the
+ * compiled `msgserver` grant less, so the server says so at start rather than leave the gap
+ * (and the alert on descriptors, which needs them) unexplained.
+ *
+ * @example
+ * ```ts
+ * import { processMetricsProblem } from "./monitor.ts";
+ * const problem = processMetricsProblem(); // null under --allow-all on Linux
+ * ```
+ */
+export function processMetricsProblem(): string | null {
+  try {
+    Deno.statSync("/proc/self/fd");
+    return null;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      return "Deno reads /proc/self only with --allow-all (deno run -A, or deno compile -A)";
+    }
+    return e instanceof Deno.errors.NotFound ? "no /proc here" : (e as Error).message;
+  }
+}
+
+/**
  * The standard process metrics of Prometheus clients that the others lack: start time, and open
  * descriptors against the limit (running out refuses connections). Read from /proc at scrape
  * time; left out where there is no /proc or no permission to read it.

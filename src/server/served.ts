@@ -25,10 +25,6 @@ export interface ConnectionStats {
   ackedOnReceipt: number;
   /** Messages refused with NACK 1 or 2 (the writer counts NACK 4). */
   nacked: number;
-  /** Of `nacked`: NACK 1, payload too large. */
-  nackedTooLarge: number;
-  /** Of `nacked`: NACK 2, bad name. */
-  nackedBadName: number;
   /** Messages refused with NACK 3. */
   duplicates: number;
   /** Connections closed with ERROR 1. */

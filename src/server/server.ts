@@ -33,7 +33,7 @@ import { LegacyConnection } from "./legacy_connection.ts";
 import { acceptLoop, listen, refuse } from "./listener.ts";
 import { TlsFront } from "./tls_front.ts";
 import { HttpServer, type HttpStats } from "../http/http_server.ts";
-import { monitorRoutes } from "./monitor.ts";
+import { monitorRoutes, processMetricsProblem } from "./monitor.ts";
 import { SessionTable } from "./sessions.ts";
 import type { Entry } from "./entry.ts";
 import { Writer, type WriterStats } from "./writer.ts";
@@ -152,8 +152,6 @@ export class MsgServer {
     received: 0,
     ackedOnReceipt: 0,
     nacked: 0,
-    nackedTooLarge: 0,
-    nackedBadName: 0,
     duplicates: 0,
     protocolErrors: 0,
     nacks: new Array(Math.max(...Object.values(NackCode)) + 1).fill(0),
@@ -351,6 +349,10 @@ export class MsgServer {
       } catch (e) {
         await server.shutdown();
         throw e;
+      }
+      const problem = processMetricsProblem();
+      if (problem !== null) {
+        log.warn("/metrics leaves out process_open_fds and process_max_fds", { why: problem });
       }
     }
     if (!isLoopback(config.IP) && config.AUTH_TOKEN === "") {

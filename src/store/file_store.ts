@@ -287,8 +287,12 @@ export class FileStore implements Store {
   /** The batch's `bytes` are in the file from `start`: the size, tail and sessions follow. */
   #appended(start: number, bytes: Uint8Array, entries: BatchSession[]): void {
     this.#size = start + bytes.length;
-    if (bytes.length < FINGERPRINT_BYTES) {
-      this.#tail = concat([this.#tail, bytes]).slice(-FINGERPRINT_BYTES);
+    const tail = this.#tail;
+    if (bytes.length < FINGERPRINT_BYTES && tail.length === FINGERPRINT_BYTES) {
+      tail.copyWithin(0, bytes.length); // shifted in place: one message at a time allocates none
+      tail.set(bytes, FINGERPRINT_BYTES - bytes.length);
+    } else if (bytes.length < FINGERPRINT_BYTES) {
+      this.#tail = concat([tail, bytes]).slice(-FINGERPRINT_BYTES);
     } else if (this.#tail.length === FINGERPRINT_BYTES) {
       this.#tail.set(bytes.subarray(bytes.length - FINGERPRINT_BYTES)); // no allocation
     } else {
@@ -298,7 +302,7 @@ export class FileStore implements Store {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
       table.delete(e.key);
-      table.set(e.key, { clientId: e.clientId, session: e.session, lastId: e.lastId });
+      table.set(e.key, e); // made for this batch by sessionsOf, never changed after
     }
     while (table.size > this.#maxSessions) table.delete(table.keys().next().value!);
   }

@@ -8,7 +8,7 @@
 
 import { closeQuietly } from "../io/close_quietly.ts";
 import { syncDirectoryOf } from "../io/sync_directory.ts";
-import { writeAll } from "../io/write_all.ts";
+import { writeAll, writeAllSync } from "../io/write_all.ts";
 import { type DataFileState, encodeSnapshot, type JournalEntry } from "./journal_format.ts";
 
 export * from "./journal_format.ts";
@@ -119,8 +119,7 @@ export class Journal {
   appendSync(record: Uint8Array): void {
     const start = this.#size;
     try {
-      let done = 0;
-      while (done < record.length) done += this.#file.writeSync(record.subarray(done));
+      writeAllSync(this.#file, record);
     } catch (e) {
       this.#torn = true;
       throw e;

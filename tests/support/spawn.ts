@@ -88,6 +88,8 @@ export interface SpawnedServer {
 export interface SpawnOptions {
   /** Arguments after the script, e.g. flags. */
   args?: string[];
+  /** Deno's permission flags; `["-A"]` by default. */
+  permissions?: string[];
   /** Environment variables set for it, over the default `MS_HOME=dir`. */
   env?: Record<string, string>;
   /** Only a listen line on this port counts (the server must be configured with it). */
@@ -136,7 +138,10 @@ export class ServerStartError extends Error {
  * ```
  */
 export async function spawnServer(dir: string, options: SpawnOptions = {}): Promise<SpawnedServer> {
-  const deno = [Deno.execPath(), "run", "-A", MSGSERVER, ...(options.args ?? [])];
+  const deno = [
+    ...[Deno.execPath(), "run", ...options.permissions ?? ["-A"], MSGSERVER],
+    ...options.args ?? [],
+  ];
   const argv = options.maxOpenFiles === undefined
     ? deno
     : ["prlimit", `--nofile=${options.maxOpenFiles}:${options.maxOpenFiles}`, "--", ...deno];
