@@ -200,24 +200,56 @@ export class FileStore implements Store {
    * else, and every failure, goes through the promise it returns instead.
    */
   append(batch: Batch): Promise<void> | undefined {
+    const preparing = this.#prepare();
+    return preparing === undefined ? this.#write(batch) : preparing.then(() => this.#write(batch));
+  }
+
+  /**
+   * What must be done before the next batch goes in: a torn file or journal cut back (appending
+   * after a partial line would glue the next record onto it), the journal compacted, the FILE
+   * record it is owed. Undefined when none of it is due, as for almost every batch.
+   */
+  #prepare(): Promise<void> | undefined {
     const journal = this.#journal;
-    if (
-      this.#durable || this.#torn || this.#fileRecordOwed || journal.torn ||
-      journal.wantsCompaction || batch.bytes.length > SYNC_WRITE_BYTES
-    ) {
-      return this.#appendAsync(batch);
+    if (!this.#torn && !journal.torn && !journal.wantsCompaction && !this.#fileRecordOwed) {
+      return undefined;
     }
+    return this.#prepareAsync();
+  }
+
+  async #prepareAsync(): Promise<void> {
+    if (this.#torn) await this.#cutBackTo(this.#size);
+    const journal = this.#journal;
+    await journal.repair();
+    if (journal.wantsCompaction) await this.#compact();
+    if (this.#fileRecordOwed) {
+      await journal.append(encodeFile(this.#state()));
+      this.#fileRecordOwed = false;
+    }
+  }
+
+  /**
+   * Writes the batch's journal record, then its lines. Both are written synchronously when the
+   * lines are small (they go to the page cache in microseconds, where an asynchronous write costs
+   * a trip through the runtime's blocking pool); undefined then, unless durable mode has a sync
+   * to wait for or the lines are large.
+   */
+  #write(batch: Batch): Promise<void> | undefined {
     const start = this.#size;
     const bytes = batch.bytes;
     const entries = sessionsOf(batch);
+    // Recorded before the lines go in: every record but the last is then of a whole batch.
     const record = entries.length > 0 ? this.#records.encode(start, bytes, entries) : null;
     const t0 = performance.now();
     if (record !== null) {
       try {
-        journal.appendSync(record);
+        this.#journal.appendSync(record);
       } catch (e) {
-        return journal.repair().then(() => Promise.reject(e), () => Promise.reject(e));
+        return this.#journal.repair().then(() => Promise.reject(e), () => Promise.reject(e));
       }
+    }
+    if (this.#durable || bytes.length > SYNC_WRITE_BYTES) {
+      return this.#writeAsync(start, bytes, entries, record, t0);
     }
     try {
       writeAllSync(this.#file, bytes);
@@ -229,33 +261,21 @@ export class FileStore implements Store {
     return undefined;
   }
 
-  /** `append` when the batch cannot be kept synchronously. */
-  async #appendAsync(batch: Batch): Promise<void> {
-    const start = this.#size;
-    // Appending after a partial line would glue the next record onto it.
-    if (this.#torn) await this.#cutBackTo(start);
-    const journal = this.#journal;
-    if (journal.wantsCompaction) await this.#compact();
-    if (this.#fileRecordOwed) {
-      await journal.append(encodeFile(this.#state()));
-      this.#fileRecordOwed = false;
-    }
-    const bytes = batch.bytes;
-    const entries = sessionsOf(batch);
-    // Recorded before the lines go in: every record but the last is then of a whole batch.
-    const record = entries.length > 0 ? this.#records.encode(start, bytes, entries) : null;
-    const t0 = performance.now();
-    if (record !== null) await journal.append(record);
+  /** `#write`'s lines when they are large, or must be synced before the batch is kept. */
+  async #writeAsync(
+    start: number,
+    bytes: Uint8Array,
+    entries: BatchSession[],
+    record: Uint8Array | null,
+    t0: number,
+  ): Promise<void> {
     try {
-      // A small batch goes to the page cache in microseconds: written synchronously it skips
-      // the trip through the runtime's blocking pool, which costs more than the write itself
-      // when one message at a time is in flight.
       if (bytes.length <= SYNC_WRITE_BYTES) writeAllSync(this.#file, bytes);
       else await writeAll(this.#file, bytes);
       const t1 = performance.now();
       this.stats.writeSeconds.observe((t1 - t0) / 1000);
       if (this.#durable) {
-        await Promise.all([this.#file.syncData(), record === null ? null : journal.sync()]);
+        await Promise.all([this.#file.syncData(), record === null ? null : this.#journal.sync()]);
         this.stats.syncSeconds.observe((performance.now() - t1) / 1000);
       }
     } catch (e) {
