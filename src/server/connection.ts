@@ -177,8 +177,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         // several times its size in NACKs. Stop decoding (and so reading) until the peer takes
         // its replies.
         if (count > 0) {
-          const queuing = this.#queue(buf.slice(regionStart, regionEnd), count);
-          if (queuing !== undefined) await queuing;
+          await this.#queue(buf.slice(regionStart, regionEnd), count);
           regionStart = -1;
           count = 0;
         }
@@ -233,8 +232,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         // Otherwise #hello or #checkMsg closed the connection (#checkType let the type through).
       } else if (result === Decoded.OVERSIZED_MSG) {
         if (count > 0) {
-          const queuing = this.#queue(buf.slice(regionStart, regionEnd), count);
-          if (queuing !== undefined) await queuing;
+          await this.#queue(buf.slice(regionStart, regionEnd), count);
           regionStart = -1;
           count = 0;
         }
@@ -251,10 +249,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       }
       break; // an ERROR was sent: the connection is closing
     }
-    if (count > 0) {
-      const queuing = this.#queue(buf.slice(regionStart, regionEnd), count);
-      if (queuing !== undefined) await queuing;
-    }
+    if (count > 0) await this.#queue(buf.slice(regionStart, regionEnd), count);
   }
 
   /** Decides from the header alone whether a frame of `type` may come now (see the decoder). */
@@ -323,31 +318,25 @@ export class Connection implements RecordSource, SessionOwner, Served {
   }
 
   /**
-   * Puts one entry on the queue; in `received` mode acks it at once. Returns undefined when
-   * there was room (no promise, no await: an ack on receipt leaves before the writer runs), else
-   * a promise that settles once it is queued or refused (shutting down).
+   * Puts one entry on the queue, waiting for room; in `received` mode acks it at once. Async on
+   * purpose even when there is room: the writer the push woke runs (and acks) in the microtask
+   * this await yields to, before the connection goes on to issue its next read. Returning
+   * undefined instead to skip that await put the read first and cost about 5 us of p50 latency
+   * (--preset latency, 5 interleaved runs: 67 against 62 us).
    */
-  #queue(data: Uint8Array, count: number): Promise<void> | undefined {
+  async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     const session = this.#session!;
     const lastId = session.lastId;
     this.#unsettled.add(count);
     session.pending += count;
     const queued = enqueue(this.#ctx.queue, entry, this, this.#releaseRead);
-    if (queued === true) {
-      this.#queued(count, lastId);
-      return undefined;
+    // No await when there was room: an ack on receipt leaves before the writer runs.
+    if (queued !== true && !await queued) {
+      this.#unsettled.settle(count); // shutting down: not accepted, so never acked
+      session.refused(count);
+      return;
     }
-    return Promise.resolve(queued).then((ok) => {
-      if (ok) this.#queued(count, lastId);
-      else {
-        this.#unsettled.settle(count); // shutting down: not accepted, so never acked
-        session.refused(count);
-      }
-    });
-  }
-
-  #queued(count: number, lastId: number): void {
     if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
       this.#ack(lastId);

@@ -133,8 +133,7 @@ export class LegacyConnection implements RecordSource, Served {
         const data = this.#records(frames);
         buf.copyWithin(0, used, this.#end);
         this.#end -= used;
-        const queuing = this.#queue(data, frames);
-        if (queuing !== undefined) await queuing;
+        await this.#queue(data, frames);
       }
     } catch (e) {
       if (!this.#closed) {
@@ -195,22 +194,16 @@ export class LegacyConnection implements RecordSource, Served {
     return out.slice(0, p);
   }
 
-  /** As `Connection`'s: undefined when there was room, else a promise of the outcome. */
-  #queue(data: Uint8Array, count: number): Promise<void> | undefined {
+  /** As `Connection`'s, async on purpose: see there. */
+  async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
     this.#unsettled.add(count);
     const queued = enqueue(this.#ctx.queue, entry, this);
-    if (queued === true) {
-      this.#queued(count);
-      return undefined;
+    // No await when there was room: an ack on receipt leaves before the writer runs.
+    if (queued !== true && !await queued) {
+      this.#unsettled.settle(count); // shutting down: not accepted, so never acked
+      return;
     }
-    return Promise.resolve(queued).then((ok) => {
-      if (ok) this.#queued(count);
-      else this.#unsettled.settle(count); // shutting down: not accepted, so never acked
-    });
-  }
-
-  #queued(count: number): void {
     if (this.#ackOnReceipt) {
       this.#ctx.stats.ackedOnReceipt += count;
       this.#ack(count);
