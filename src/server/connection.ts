@@ -320,9 +320,10 @@ export class Connection implements RecordSource, SessionOwner, Served {
   /**
    * Puts one entry on the queue, waiting for room; in `received` mode acks it at once. Async on
    * purpose even when there is room: the writer the push woke runs (and acks) in the microtask
-   * this await yields to, before the connection goes on to issue its next read. Returning
-   * undefined instead to skip that await put the read first and cost about 5 us of p50 latency
-   * (--preset latency, 5 interleaved runs: 67 against 62 us).
+   * this await yields to, before the connection goes on to issue its next read. A version that
+   * skipped the await measured p50 67 against 62 us (--preset latency, 5 interleaved runs, beside
+   * other changes); with the await kept, 75 against 78 us. Within this machine's noise, but the
+   * order (ack before read) is the one the latency timeline in docs/benchmarks.md asks for.
    */
   async #queue(data: Uint8Array, count: number): Promise<void> {
     const entry: Entry = { source: this, data, count, bytes: data.length };
