@@ -3,6 +3,10 @@
  * the stream leader's message get (`STREAM.MSG.GET`, never a direct get, which a lagging replica
  * may answer) for a sequence it did not deliver.
  *
+ * A consumer reads the replica it lives on, which may disagree with the stream's leader after a
+ * crash: each batch is checked against the leader ({@linkcode checkAgainstLeader}), and one that
+ * differs is read from the leader instead, the consumer made again after it.
+ *
  * The consumer (AckAll: acknowledging the last message of a written batch acknowledges every one
  * before it) is only a cursor: the output's resume point is the truth. At start, a consumer that
  * would not deliver exactly the next sequence, owing nothing (its last delivered sequence is the
@@ -56,6 +60,8 @@ export const FETCH_TARGET_BYTES = 8 * 1024 * 1024;
 export const MAX_ACK_PENDING = 4 * FETCH_MAX_MESSAGES;
 /** Longest wait for one message when none is pending (less when NATS_TIMEOUT_MS is). */
 export const IDLE_WAIT_MS = 5000;
+/** The pause after a batch the stream's leader holds none of (see `#rewind`). */
+const REWIND_WAIT_MS = 250;
 /** How often a fetch in flight checks whether the connection has been lost too long. */
 const WATCH_MS = 100;
 /** The consumer's ack wait: a batch not acknowledged by then is delivered again. */
@@ -102,6 +108,11 @@ function isApiError(e: unknown, code: number): boolean {
  * Reads the facts of `stream`, retrying until NATS has failed for `timeoutMs`. Rejects with an
  * {@linkcode ExportError} ("nats") when the stream does not exist or NATS keeps failing.
  *
+ * Its first and last sequences come from the stream's leader (`STREAM.MSG.GET`, which only the
+ * leader answers), not from `STREAM.INFO`: nats-server 2.9.10 lets a replica answer that from its
+ * own copy while it sees no leader, and a replica back from a kill -9 may lag the stream or hold
+ * messages the stream never took (see {@linkcode NatsSource}).
+ *
  * @example
  * ```ts
  * import { jetstreamManager } from "@nats-io/jetstream";
@@ -119,22 +130,38 @@ export async function streamFacts(
   stream: string,
   options: { timeoutMs: number; log: Logger },
 ): Promise<StreamFacts> {
-  const info = await retrying(`read stream "${stream}"`, options, async () => {
-    try {
-      return await jsm.streams.info(stream);
-    } catch (e) {
-      if (isApiError(e, STREAM_NOT_FOUND)) {
-        throw new ExportError("nats", `Cannot export stream "${stream}": it does not exist`);
-      }
-      throw e;
+  const notFound = (e: unknown) => {
+    if (isApiError(e, STREAM_NOT_FOUND)) {
+      throw new ExportError("nats", `Cannot export stream "${stream}": it does not exist`);
     }
-  });
-  const { first_seq: first, last_seq: last, messages, bytes } = info.state;
+    throw e;
+  };
+  const info = await retrying(
+    `read stream "${stream}"`,
+    options,
+    () => jsm.streams.info(stream).catch(notFound),
+  );
+  const [first, last] = await retrying(
+    `read the first and last sequences of stream "${stream}" from its leader`,
+    options,
+    () =>
+      Promise.all([
+        // nats.js's type lacks next_by_subj, which nats-server 2.9 takes: the first message at
+        // or after seq.
+        jsm.streams.getMessage(stream, { seq: 1, next_by_subj: ">" } as unknown as { seq: number }),
+        jsm.streams.getMessage(stream, { last_by_subj: ">" }),
+      ]).catch(notFound),
+  );
+  const { messages, bytes } = info.state;
+  // 2.9.10 finds no last message for ">" once the stream's last one was deleted (msgserver
+  // deletes none): then STREAM.INFO's last sequence stands.
+  const lastSeq = last?.seq ?? info.state.last_seq;
   return {
     name: stream,
     created: info.created,
-    firstSeq: messages === 0 ? last + 1 : first,
-    lastSeq: last,
+    // No message at the leader: nothing to export, wherever the sequences stand.
+    firstSeq: first === null ? lastSeq + 1 : first.seq,
+    lastSeq,
     averageBytes: messages === 0 ? 0 : bytes / messages,
   };
 }
@@ -178,6 +205,71 @@ async function retrying<T>(
       await delay(Math.min(500, 25 * 2 ** tries, Math.max(1, since + options.timeoutMs - now)));
     }
   }
+}
+
+/** A message handed out by the source, and what acknowledges it (null: read from the leader). */
+interface Delivered {
+  message: SourceMessage;
+  ack: JsMsg | null;
+}
+
+function sameMessage(a: SourceMessage, b: SourceMessage): boolean {
+  if (a.seq !== b.seq || a.subject !== b.subject || a.data.length !== b.data.length) return false;
+  for (let i = 0; i < a.data.length; i++) if (a.data[i] !== b.data[i]) return false;
+  return true;
+}
+
+/**
+ * Checks a delivered batch against the stream's leader: its first and last messages must be the
+ * leader's at their sequences. Resolves with null when they are; else with the leader's messages
+ * for every sequence of the batch's span, up to the first the leader does not hold.
+ *
+ * Why: a consumer reads the replica it lives on, and nats-server 2.9.10 can bring a stream leader
+ * killed with SIGKILL back holding messages the cluster never took (its own proposals, applied at
+ * restart): seen here as a restarted node at sequence 491 while the leader was at 483, and as an
+ * export that held, at one sequence, a message whose publish had timed out instead of the acked
+ * one the leader held there. Such a replica's messages start where the leader's differ and run
+ * to its end, so a batch holding any of them has them first or last.
+ *
+ * @example
+ * ```ts
+ * import { checkAgainstLeader } from "./nats_source.ts";
+ * import type { SourceMessage } from "./source.ts";
+ *
+ * const m = (seq: number, text: string): SourceMessage => ({
+ *   seq,
+ *   subject: "msgs.1.2",
+ *   data: new TextEncoder().encode(text),
+ *   last: null,
+ *   records: 1,
+ * });
+ * const leader = new Map([[1, m(1, "1 1 a x\n")], [2, m(2, "1 2 a y\n")]]);
+ * const replaced = await checkAgainstLeader(
+ *   [m(1, "1 1 a x\n"), m(2, "9 9 z z\n")],
+ *   (seq) => Promise.resolve(leader.get(seq) ?? null),
+ * );
+ * console.log(replaced?.length); // 2: the leader's two messages
+ * ```
+ */
+export async function checkAgainstLeader(
+  batch: readonly SourceMessage[],
+  leader: (seq: number) => Promise<SourceMessage | null>,
+): Promise<SourceMessage[] | null> {
+  const first = batch[0];
+  const last = batch.at(-1);
+  if (first === undefined || last === undefined) return null;
+  const agrees = async (m: SourceMessage) => {
+    const held = await leader(m.seq);
+    return held !== null && sameMessage(held, m);
+  };
+  if (await agrees(first) && (last === first || await agrees(last))) return null;
+  const replaced: SourceMessage[] = [];
+  for (let seq = first.seq; seq <= last.seq; seq++) {
+    const held = await leader(seq);
+    if (held === null) break;
+    replaced.push(held);
+  }
+  return replaced;
 }
 
 function toSource(m: JsMsg | StoredMsg, seq: number): SourceMessage {
@@ -227,9 +319,9 @@ export class NatsSource implements StreamSource {
   #committed: number;
   #averageBytes: number;
   /** The messages handed out by the last `next`, for `commit` to acknowledge. */
-  #handedOut: { seq: number; msg: JsMsg }[] = [];
+  #handedOut: Delivered[] = [];
   /** The fetch in flight (the next batch), if any. */
-  #inflight: Promise<{ seq: number; msg: JsMsg }[]> | null = null;
+  #inflight: Promise<Delivered[]> | null = null;
   #fetching: ConsumerMessages | null = null;
   #closed = false;
   /** When the connection was lost, while it is lost. */
@@ -346,8 +438,11 @@ export class NatsSource implements StreamSource {
     });
   }
 
-  /** One fetch, sized from what is pending; resolves with the messages delivered. */
-  async #fetchOnce(): Promise<{ seq: number; msg: JsMsg }[]> {
+  /**
+   * One fetch, sized from what is pending, checked against the stream's leader
+   * ({@linkcode checkAgainstLeader}); resolves with the messages to hand out.
+   */
+  async #fetchOnce(): Promise<Delivered[]> {
     const { until, timeoutMs } = this.#options;
     const left = until === null ? Infinity : until - this.#delivered;
     let size = 1;
@@ -390,16 +485,49 @@ export class NatsSource implements StreamSource {
       this.#fetching = null;
     }
     const last = got.at(-1);
-    if (last !== undefined) {
-      this.#pending = last.msg.info.pending;
-      for (const { seq } of got) if (seq > this.#delivered) this.#delivered = seq;
-      this.#averageBytes = Math.max(1, bytes / got.length);
-    }
-    return got;
+    if (last === undefined) return [];
+    const before = this.#delivered;
+    this.#pending = last.msg.info.pending;
+    for (const { seq } of got) if (seq > this.#delivered) this.#delivered = seq;
+    this.#averageBytes = Math.max(1, bytes / got.length);
+    const delivered = got.map(({ seq, msg }) => ({ message: toSource(msg, seq), ack: msg }));
+    const replaced = await checkAgainstLeader(
+      delivered.map((d) => d.message),
+      (seq) => this.get(seq),
+    );
+    if (replaced === null) return delivered;
+    await this.#rewind(before, got[0]!.seq, last.seq, replaced);
+    return replaced.map((message) => ({ message, ack: null }));
+  }
+
+  /**
+   * The consumer delivered `from` to `to` from a replica that disagrees with the stream's leader;
+   * `replaced` are the leader's messages handed out instead: the consumer is made again after the
+   * last of them (after `before` when there are none), so that it delivers nothing twice or
+   * wrongly. With none, it waits a little: the replica is repaired when the stream takes more.
+   */
+  async #rewind(
+    before: number,
+    from: number,
+    to: number,
+    replaced: SourceMessage[],
+  ): Promise<void> {
+    const after = replaced.at(-1)?.seq ?? before;
+    this.#options.log.warn(
+      "the consumer's replica disagrees with the stream leader: read from the leader instead",
+      { consumer: this.#options.consumer, from, to, read: replaced.length, start: after + 1 },
+    );
+    // It has delivered past `after`, so it does not fit: #align makes it again.
+    const info = await NatsSource.#align(this.#jsm, this.#options, after);
+    this.#consumer = await jetstream(this.#nc, { timeout: this.#options.timeoutMs })
+      .consumers.get(this.#options.stream, info.name);
+    this.#pending = info.num_pending;
+    this.#delivered = after;
+    if (replaced.length === 0) await delay(REWIND_WAIT_MS);
   }
 
   /** A fetch, retried until NATS has failed for NATS_TIMEOUT_MS; a lost consumer is made again. */
-  #fetch(): Promise<{ seq: number; msg: JsMsg }[]> {
+  #fetch(): Promise<Delivered[]> {
     const { stream, consumer, log } = this.#options;
     return retrying(
       `fetch from consumer "${consumer}" of stream "${stream}"`,
@@ -457,7 +585,7 @@ export class NatsSource implements StreamSource {
       this.#inflight.catch(() => {}); // met by the next call of next()
     }
     this.#handedOut = got;
-    return got.map(({ seq, msg }) => toSource(msg, seq));
+    return got.map((d) => d.message);
   }
 
   async get(seq: number): Promise<SourceMessage | null> {
@@ -473,9 +601,9 @@ export class NatsSource implements StreamSource {
   commit(seq: number): void {
     if (seq > this.#committed) this.#committed = seq;
     for (let i = this.#handedOut.length - 1; i >= 0; i--) {
-      const { seq: at, msg } = this.#handedOut[i]!;
-      if (at <= seq) {
-        msg.ack();
+      const { message, ack } = this.#handedOut[i]!;
+      if (ack !== null && message.seq <= seq) {
+        ack.ack();
         break;
       }
     }
