@@ -301,3 +301,53 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "batches with the stream at once keep each session's messages in batch order",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const logged = keptLog("warn");
+    const store = await openJetStream(jetstreamConfig(cluster), logged.log);
+    try {
+      ok(store.pipeline > 1, `pipeline ${store.pipeline}`);
+      const source = {
+        clientId: 5,
+        session: 31n,
+        sessionKey: "5/31",
+        batchSeq: -1,
+        batchLastId: 0,
+        batchRecords: 0,
+        written() {},
+        refuse() {},
+      };
+      const batchOf = (from: number, to: number): Batch => {
+        const lines = range(from, to).map((k) => `5 ${k} s r${k}\n`).join("");
+        const bytes = new TextEncoder().encode(lines);
+        return {
+          bytes,
+          records: to - from + 1,
+          runs: [{
+            source,
+            lineStart: 0,
+            lineEnd: bytes.length,
+            firstId: from,
+            lastId: to,
+            records: to - from + 1,
+          }],
+        };
+      };
+      // Three batches of one session handed over at once, as the writer does when pipelining:
+      // each message must carry the sequence the one before it got, so none is refused as stale.
+      await Promise.all([
+        store.append(batchOf(1, 3)),
+        store.append(batchOf(4, 6)),
+        store.append(batchOf(7, 9)),
+      ]);
+      equal(logged.lines.join(""), "", "no expectation was corrected");
+      equal(await store.lastStored(5, 31n), 9);
+    } finally {
+      await store.close();
+    }
+  },
+});

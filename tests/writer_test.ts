@@ -354,3 +354,138 @@ Deno.test("Writer retries through a store that keeps batches synchronously once 
   deepStrictEqual(a.refusals, []);
   ok(r.logs.some((l) => l.includes("storage recovered")), r.logs.join(""));
 });
+
+/**
+ * A store that takes `pipeline` batches at once and answers each only when the test says:
+ * `answer(i)` keeps batch i (in append order), `refuse(i)` fails it (and every retry of it).
+ */
+class HeldStore extends FakeStore {
+  readonly pipeline: number;
+  /** Per append call, in order: the batch's lines and how to settle it. */
+  readonly held: { lines: string; resolve: () => void; reject: (e: Error) => void }[] = [];
+  /** Lines whose every append fails at once. */
+  readonly refused = new Set<string>();
+  /** The most appends unanswered at one moment. */
+  most = 0;
+  #open = 0;
+
+  constructor(pipeline: number) {
+    super();
+    this.pipeline = pipeline;
+  }
+
+  override append(batch: Parameters<FakeStore["append"]>[0]): Promise<void> {
+    const lines = new TextDecoder().decode(batch.bytes);
+    if (this.refused.has(lines)) return Promise.reject(new Error("refused by the test"));
+    this.most = Math.max(this.most, ++this.#open);
+    return new Promise<void>((resolve, reject) => {
+      this.held.push({ lines, resolve, reject });
+    }).then(
+      () => {
+        this.#open--;
+        super.append(batch);
+      },
+      (e) => {
+        this.#open--;
+        throw e;
+      },
+    );
+  }
+
+  /** Waits until `n` appends have been made. */
+  async appends(n: number): Promise<void> {
+    for (let i = 0; this.held.length < n; i++) {
+      if (i > 500) throw new Error(`${this.held.length} appends, not ${n}`);
+      await delay(2);
+    }
+  }
+}
+
+Deno.test("Writer gives a pipelined store several batches at once and acks them in batch order", async () => {
+  const store = new HeldStore(3);
+  const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
+  const writer = new Writer(queue, store, {
+    ackMode: "written",
+    msgPerWrite: 2,
+    flushIntervalMs: 0,
+    maxFileBytes: 0,
+    writeRetryMs: 100,
+    log: new Logger("error", () => {}),
+  });
+  const done = writer.run();
+  const a = new Source(1, 7n);
+  const b = new Source(2, 9n);
+  queue.tryPush(entry(a, [1, 2]));
+  queue.tryPush(entry(b, [1, 2]));
+  queue.tryPush(entry(a, [3, 4]));
+  queue.tryPush(entry(b, [3, 4]));
+  queue.tryPush(entry(a, [5, 6]));
+  await store.appends(3);
+  await delay(20);
+  equal(store.held.length, 3, "a fourth batch waits for room");
+  deepStrictEqual(store.held.map((h) => h.lines), [
+    "1 1 n p1\n1 2 n p2\n",
+    "2 1 n p1\n2 2 n p2\n",
+    "1 3 n p3\n1 4 n p4\n",
+  ]);
+  // The second answered first: nothing is acked before the first is.
+  store.held[1]!.resolve();
+  await delay(20);
+  deepStrictEqual([a.acks, b.acks], [[], []]);
+  store.held[0]!.resolve();
+  await store.appends(4);
+  deepStrictEqual([a.acks, b.acks], [[[2, 2]], [[2, 2]]]);
+  store.held[2]!.resolve();
+  await store.appends(5);
+  store.held[4]!.resolve();
+  await delay(20);
+  deepStrictEqual(a.acks, [[2, 2], [4, 2]], "batch 5 waits for batch 4");
+  store.held[3]!.resolve();
+  queue.close();
+  await done;
+  deepStrictEqual(a.acks, [[2, 2], [4, 2], [6, 2]]);
+  deepStrictEqual(b.acks, [[2, 2], [4, 2]]);
+  equal(store.most, 3);
+  equal(writer.stats.records, 10);
+  equal(writer.stats.batches, 5);
+  // Handed over in queue order; the fake keeps them in the order the test answered them.
+  deepStrictEqual(store.held.map((h) => h.lines).slice(3), [
+    "2 3 n p3\n2 4 n p4\n",
+    "1 5 n p5\n1 6 n p6\n",
+  ]);
+  equal(store.segments[0]!.split("\n").length, 11);
+});
+
+Deno.test("Writer refuses a failed pipelined batch and acks the ones around it, in order", async () => {
+  const store = new HeldStore(2);
+  store.refused.add("1 3 n p3\n1 4 n p4\n");
+  const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
+  const writer = new Writer(queue, store, {
+    ackMode: "written",
+    msgPerWrite: 2,
+    flushIntervalMs: 0,
+    maxFileBytes: 0,
+    writeRetryMs: 50,
+    log: new Logger("error", () => {}),
+  });
+  const done = writer.run();
+  const a = new Source(1, 7n);
+  const b = new Source(2, 9n);
+  queue.tryPush(entry(a, [1, 2]));
+  queue.tryPush(entry(a, [3, 4]));
+  queue.tryPush(entry(b, [1, 2]));
+  await store.appends(1);
+  await delay(20);
+  // Batch 2 fails at every try while batch 1 is held: it is refused only once batch 1 settles.
+  deepStrictEqual([a.acks, a.refusals], [[], []]);
+  store.held[0]!.resolve();
+  await store.appends(2);
+  store.held[1]!.resolve();
+  queue.close();
+  await done;
+  deepStrictEqual(a.acks, [[2, 2]]);
+  deepStrictEqual(a.refusals, [[3, NackCode.STORAGE_ERROR], [4, NackCode.STORAGE_ERROR]]);
+  deepStrictEqual(b.acks, [[2, 2]]);
+  equal(writer.stats.failedRecords, 2);
+  equal(store.segments[0], "1 1 n p1\n1 2 n p2\n2 1 n p1\n2 2 n p2\n");
+});

@@ -9,6 +9,10 @@
  * FLUSH_INTERVAL_MS=0, as soon as the queue runs dry (group commit: while one batch is being
  * stored the next gathers).
  *
+ * One batch is with the store at a time, unless the store says it takes more (`Store.pipeline`,
+ * a JetStream stream, whose append is a network round trip): then the next batch goes as soon
+ * as it is gathered, up to that many, and each is settled (acked or refused) in batch order.
+ *
  * (Over 400 lines: batching, acks, refusals and the retry window around the store all turn on the
  * batch in flight.)
  *
@@ -89,6 +93,36 @@ class Run implements BatchRun {
 }
 
 /**
+ * A batch handed to the store: its lines and runs, and what each source it touches has in it,
+ * kept apart from the batch being gathered so that a store with `pipeline` > 1 can have several.
+ */
+class Sealed {
+  out: LineBuffer;
+  runs: Run[] = [];
+  touched: RecordSource[] = [];
+  /** Per source of `touched`: the last msg_id it has in the batch, and how many records. */
+  readonly lastIds: number[] = [];
+  readonly counts: number[] = [];
+  records = 0;
+  /** What the store kept, once it has answered (pipelined batches only). */
+  kept: true | ReadonlySet<BatchRun> | null = null;
+  /** Settles once the store has answered (pipelined batches only). */
+  answered: Promise<void> | null = null;
+
+  constructor(out: LineBuffer) {
+    this.out = out;
+  }
+
+  get batch(): Batch {
+    return {
+      bytes: this.out.bytes.subarray(0, this.out.length),
+      records: this.records,
+      runs: this.runs,
+    };
+  }
+}
+
+/**
  * Drains a {@linkcode Channel} of {@linkcode Entry} into a {@linkcode Store}.
  *
  * @example
@@ -121,11 +155,16 @@ export class Writer {
   readonly #ackOnWrite: boolean;
   /** MAX_BATCH_BYTES, or less where the store can keep less at once. */
   readonly #maxBatchBytes: number;
-  readonly #out = new LineBuffer(INITIAL_BATCH_BYTES);
-  /** Sources with records in the current batch, each once. */
-  readonly #touched: RecordSource[] = [];
-  /** The current batch's runs, in order. */
-  readonly #runs: Run[] = [];
+  /** The batch being gathered: its lines, the sources it touches (each once), its runs. */
+  #out = new LineBuffer(INITIAL_BATCH_BYTES);
+  #touched: RecordSource[] = [];
+  #runs: Run[] = [];
+  /** Batches handed to the store and not yet settled, oldest first (pipelined stores). */
+  readonly #inFlight: Sealed[] = [];
+  /** Sealed batches settled, for reuse (their buffers with them). */
+  readonly #spareSealed: Sealed[] = [];
+  /** How many batches may be with the store at once: `Store.pipeline`, 1 by default. */
+  readonly #pipeline: number;
   /** Run objects from earlier batches, for reuse. */
   readonly #spareRuns: Run[] = [];
   #reopenWanted = false;
@@ -155,6 +194,7 @@ export class Writer {
     this.#opts = options;
     this.#ackOnWrite = options.ackMode !== "received";
     this.#maxBatchBytes = Math.min(MAX_BATCH_BYTES, store.maxBatchBytes ?? Infinity);
+    this.#pipeline = Math.max(1, store.pipeline ?? 1);
   }
 
   /** Runs until the queue is closed and everything in it is stored (or refused) and acked. */
@@ -162,9 +202,15 @@ export class Writer {
     const queue = this.#queue;
     const interval = this.#opts.flushIntervalMs;
     for (;;) {
+      this.#settleAnswered();
       if (this.#reopenWanted && this.#records === 0) await this.#reopen();
       const entries = queue.takeAll();
       if (entries.length === 0) {
+        if (this.#records > 0 && this.#inFlight.length >= this.#pipeline) {
+          // No room for another batch with the store: the oldest must settle first.
+          await this.#inFlight[0]!.answered;
+          continue;
+        }
         if (this.#records > 0) {
           if (interval > 0 && !queue.closed) {
             const left = this.#firstAt + interval - performance.now();
@@ -177,7 +223,12 @@ export class Writer {
           if (flushing !== undefined) await flushing;
           continue;
         }
-        if (queue.closed && queue.drained) return;
+        if (queue.closed && queue.drained) {
+          if (this.#inFlight.length === 0) return;
+          await this.#inFlight[0]!.answered;
+          continue;
+        }
+        // Woken by more records, or by the store answering a batch in flight.
         await queue.wait();
         continue;
       }
@@ -292,60 +343,107 @@ export class Writer {
     if (max > 0 && store.size > 0 && (this.#fileFull || store.size + this.#out.length > max)) {
       return this.#rotateAndFlush();
     }
-    const kept = this.#keep(this.#batch());
-    return kept === true ? this.#settle(true) : kept.then((k) => this.#settle(k));
+    const sealed = this.#seal();
+    const kept = this.#keep(sealed.batch);
+    if (kept === true) return this.#settle(sealed, true);
+    if (this.#pipeline === 1) return kept.then((k) => this.#settle(sealed, k));
+    // The next batch gathers while this one is with the store; acks go out in batch order.
+    sealed.answered = kept.then((k) => {
+      sealed.kept = k;
+      this.#queue.wake();
+    });
+    this.#inFlight.push(sealed);
+    return this.#inFlight.length < this.#pipeline ? undefined : this.#settleOldest();
   }
 
   async #rotateAndFlush(): Promise<void> {
     await this.#store.rotate();
-    await this.#settle(await this.#keep(this.#batch()));
+    const sealed = this.#seal();
+    await this.#settle(sealed, await this.#keep(sealed.batch));
   }
 
-  /** The current batch, for the store. */
-  #batch(): Batch {
-    this.#fileFull = false;
-    return {
-      bytes: this.#out.bytes.subarray(0, this.#out.length),
-      records: this.#records,
-      runs: this.#runs,
-    };
+  /** Waits for the oldest batch in flight and settles it (and any answered after it). */
+  async #settleOldest(): Promise<void> {
+    await this.#inFlight[0]!.answered;
+    this.#settleAnswered();
+  }
+
+  /** Settles the batches in flight that the store has answered, oldest first, up to one not. */
+  #settleAnswered(): void {
+    const inFlight = this.#inFlight;
+    while (inFlight.length > 0 && inFlight[0]!.kept !== null) {
+      const sealed = inFlight.shift()!;
+      this.#settle(sealed, sealed.kept!, false); // a reopen waits for the run loop
+    }
   }
 
   /**
-   * Acks the batch's records (or refuses those the store did not keep) and starts the next
-   * batch; returns a promise only when a reopen is due.
+   * Takes the batch gathered so far out of the writer, for the store, and starts the next one:
+   * what each source has in it is noted now, since the sources' batch fields serve the next.
    */
-  #settle(kept: true | ReadonlySet<BatchRun>): Promise<void> | undefined {
-    const out = this.#out;
+  #seal(): Sealed {
+    const sealed = this.#spareSealed.pop() ?? new Sealed(new LineBuffer(INITIAL_BATCH_BYTES));
+    const out = sealed.out;
+    sealed.out = this.#out;
+    this.#out = out;
+    const runs = this.#runs;
+    this.#runs = sealed.runs;
+    sealed.runs = runs;
     const touched = this.#touched;
-    if (kept === true) {
-      this.stats.records += this.#records;
-      this.stats.batches++;
-      this.stats.bytes += out.length;
-      this.stats.batchSize.observe(this.#records);
-      for (let i = 0; i < touched.length; i++) {
-        const source = touched[i]!;
-        if (source.batchRecords > 0) source.written(source.batchLastId, source.batchRecords);
-      }
-      if (this.#ackOnWrite) this.stats.acked += this.#records;
-    } else {
-      this.#refuseBatch(kept);
+    this.#touched = sealed.touched;
+    sealed.touched = touched;
+    for (let i = 0; i < touched.length; i++) {
+      sealed.lastIds[i] = touched[i]!.batchLastId;
+      sealed.counts[i] = touched[i]!.batchRecords;
     }
-    touched.length = 0;
-    for (const run of this.#runs) {
-      run.source = NO_SOURCE;
-      run.entry = NO_ENTRY;
-      this.#spareRuns.push(run);
-    }
-    this.#runs.length = 0;
-    out.clear();
-    out.shrinkTo(2 * MAX_BATCH_BYTES);
+    sealed.records = this.#records;
+    sealed.kept = null;
+    sealed.answered = null;
     this.#records = 0;
     this.#fileFull = this.#cutForFileSize;
     this.#cutForFileSize = false;
     this.#mustFlush = false;
     this.#seq++;
-    return this.#reopenWanted ? this.#reopen() : undefined;
+    return sealed;
+  }
+
+  /**
+   * Acks a sealed batch's records (or refuses those the store did not keep) and keeps its
+   * buffers for reuse; returns a promise only when a reopen is due and `reopen` allows it.
+   */
+  #settle(
+    sealed: Sealed,
+    kept: true | ReadonlySet<BatchRun>,
+    reopen = true,
+  ): Promise<void> | undefined {
+    const out = sealed.out;
+    const touched = sealed.touched;
+    if (kept === true) {
+      this.stats.records += sealed.records;
+      this.stats.batches++;
+      this.stats.bytes += out.length;
+      this.stats.batchSize.observe(sealed.records);
+      for (let i = 0; i < touched.length; i++) {
+        const count = sealed.counts[i]!;
+        if (count > 0) touched[i]!.written(sealed.lastIds[i]!, count);
+      }
+      if (this.#ackOnWrite) this.stats.acked += sealed.records;
+    } else {
+      this.#refuseBatch(sealed, kept);
+    }
+    touched.length = 0;
+    sealed.lastIds.length = 0;
+    sealed.counts.length = 0;
+    for (const run of sealed.runs) {
+      run.source = NO_SOURCE;
+      run.entry = NO_ENTRY;
+      this.#spareRuns.push(run);
+    }
+    sealed.runs.length = 0;
+    out.clear();
+    out.shrinkTo(2 * MAX_BATCH_BYTES);
+    this.#spareSealed.push(sealed);
+    return reopen && this.#reopenWanted && this.#records === 0 ? this.#reopen() : undefined;
   }
 
   /**
@@ -421,13 +519,13 @@ export class Writer {
    * The store kept only `kept` of the batch (usually nothing): refuses every other record with
    * NACK 4, and reports the kept ones written. A source's runs in one batch are kept together.
    */
-  #refuseBatch(kept: ReadonlySet<BatchRun>): void {
+  #refuseBatch(sealed: Sealed, kept: ReadonlySet<BatchRun>): void {
     const log = this.#opts.log;
     let refused = 0;
     let stored = 0;
     const keptSources = new Set<RecordSource>();
     for (const run of kept) keptSources.add(run.source);
-    for (const run of this.#runs) {
+    for (const run of sealed.runs) {
       if (keptSources.has(run.source)) stored += run.records;
       else refused += run.records;
     }
@@ -443,10 +541,12 @@ export class Writer {
         records: refused,
       });
     }
-    for (const source of keptSources) {
-      if (source.batchRecords > 0) source.written(source.batchLastId, source.batchRecords);
+    for (let i = 0; i < sealed.touched.length; i++) {
+      const source = sealed.touched[i]!;
+      const count = sealed.counts[i]!;
+      if (count > 0 && keptSources.has(source)) source.written(sealed.lastIds[i]!, count);
     }
-    for (const run of this.#runs) {
+    for (const run of sealed.runs) {
       if (keptSources.has(run.source)) continue;
       const d = run.entry.data;
       for (let pos = run.from; pos < run.to; pos += 4 + readU32(d, pos)) {

@@ -133,6 +133,13 @@ export interface Store {
    */
   readonly maxBatchRecords?: number;
   /**
+   * How many batches the writer may have with the store at once, for a store whose append is a
+   * round trip that leaves the machine idle (a JetStream stream): the next batch gathers and goes
+   * while earlier ones wait for their answer, and acks still go out in batch order. The store
+   * must then keep each source's records in batch order itself. Absent: 1, one batch at a time.
+   */
+  readonly pipeline?: number;
+  /**
    * True when other servers append to the same store (a JetStream stream shared by several
    * msgserver nodes). The server then asks {@linkcode Store.lastStored} on every HELLO, once what
    * it queued for the session has landed, and ends a session's connection (ERROR 8) after a
