@@ -382,10 +382,13 @@ export class Writer {
    * what each source has in it is noted now, since the sources' batch fields serve the next.
    */
   #seal(): Sealed {
-    const sealed = this.#spareSealed.pop() ?? new Sealed(new LineBuffer(INITIAL_BATCH_BYTES));
-    const out = sealed.out;
-    sealed.out = this.#out;
-    this.#out = out;
+    const sealed = this.#spareSealed.pop() ?? new Sealed(this.#out);
+    if (this.#pipeline > 1) {
+      // The next batch gathers while this one is with the store: it needs lines of its own.
+      const out = sealed.out === this.#out ? new LineBuffer(INITIAL_BATCH_BYTES) : sealed.out;
+      sealed.out = this.#out;
+      this.#out = out;
+    }
     const runs = this.#runs;
     this.#runs = sealed.runs;
     sealed.runs = runs;
