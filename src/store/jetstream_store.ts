@@ -121,9 +121,9 @@ export class JetStreamStore implements Store {
   /** Every msgserver node of a cluster appends to the stream. */
   readonly shared = true;
   /**
-   * A batch waits for its PubAcks before the next one goes, so the batch size sets the pace: at
-   * R3, 65,536 (and so the writer's 4 MiB) gave 304,314 to 329,092 acked msg/s on a quiet 2-core
-   * machine against 232,646 to 252,472 with MSG_PER_WRITE's 4,096 (docs/benchmarks.md).
+   * Every batch waits for its PubAcks, so the batch size sets the pace: at R3, 65,536 (and so
+   * the writer's 4 MiB) gave 304,314 to 329,092 acked msg/s on a quiet 2-core machine against
+   * 232,646 to 252,472 with MSG_PER_WRITE's 4,096, one batch in flight (docs/benchmarks.md).
    */
   readonly maxBatchRecords = 65_536;
   /**
