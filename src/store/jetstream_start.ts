@@ -7,7 +7,7 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { MAX_NAME_BYTES } from "../protocol/frames.ts";
@@ -83,7 +83,7 @@ export async function ensureStream(
   const wanted = streamSubjects(options.subject)[0]!;
   let info;
   try {
-    info = await jsm.streams.info(options.stream);
+    info = await streamInfo(jsm, options.stream, options.timeoutMs);
   } catch (e) {
     if ((e as Error).name !== "StreamNotFoundError") {
       throw new StoreStartError(
@@ -127,6 +127,31 @@ export async function ensureStream(
     );
   }
   return { created: false, replicas: info.config.num_replicas };
+}
+
+/** How many NATS_TIMEOUT_MS a stream may take to answer at start-up before msgserver gives up. */
+const STREAM_ANSWER_TIMEOUTS = 3;
+
+/**
+ * The stream's info, asked again while the request times out, up to
+ * {@linkcode STREAM_ANSWER_TIMEOUTS} times: nats-server 2.9.10 leaves the request unanswered while
+ * a stream has no leader yet, as when another msgserver node has just created it (two nodes started
+ * together: the second waited out NATS_TIMEOUT_MS and exited once in CI).
+ */
+async function streamInfo(jsm: JetStreamManager, stream: string, timeoutMs: number) {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await jsm.streams.info(stream);
+    } catch (e) {
+      if ((e as Error).name !== "TimeoutError") throw e;
+      if (attempt >= STREAM_ANSWER_TIMEOUTS) {
+        throw new Error(
+          `no answer in ${attempt} tries of NATS_TIMEOUT_MS (${timeoutMs} ms) each`,
+          { cause: e },
+        );
+      }
+    }
+  }
 }
 
 /**
