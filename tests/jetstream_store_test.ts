@@ -6,14 +6,14 @@
  * startup errors, each naming the setting to change, with exit status 2.
  */
 
-import { equal, match, ok } from "node:assert/strict";
+import { equal, match, ok, rejects } from "node:assert/strict";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { MsgClient } from "../src/client/client.ts";
 import { ReliableClient } from "../src/client/reliable.ts";
 import type { Config } from "../src/config.ts";
 import { startServer } from "../src/server/server.ts";
-import { openJetStream } from "../src/store/jetstream_start.ts";
+import { ensureStream, openJetStream } from "../src/store/jetstream_start.ts";
 import type { JetStreamStore } from "../src/store/jetstream_store.ts";
 import type { Batch, Store } from "../src/store/store.ts";
 import { startNatsCluster } from "./support/nats_cluster.ts";
@@ -310,7 +310,6 @@ Deno.test({
     const logged = keptLog("warn");
     const store = await openJetStream(jetstreamConfig(cluster), logged.log);
     try {
-      ok(store.pipeline > 1, `pipeline ${store.pipeline}`);
       const source = {
         clientId: 5,
         session: 31n,
@@ -337,7 +336,8 @@ Deno.test({
           }],
         };
       };
-      // Three batches of one session handed over at once, as the writer does when pipelining:
+      // Three batches of one session handed over at once, as the writer does with a store whose
+      // pipeline is above 1 (JetStream's is 1 for now, see PIPELINE):
       // each message must carry the sequence the one before it got, so none is refused as stale.
       await Promise.all([
         store.append(batchOf(1, 3)),
@@ -348,6 +348,53 @@ Deno.test({
       equal(await store.lastStored(5, 31n), 9);
     } finally {
       await store.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "STORE=jetstream start-up asks again for a stream that does not answer yet, up to 3 times",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const nc = await connect({ servers: cluster.urls[0]! });
+    const jsm = await jetstreamManager(nc);
+    // nats-server 2.9.10 leaves STREAM.INFO unanswered while a stream has no leader yet (one
+    // another node has just created): the request times out. Here the client's request does.
+    const api = Object.getPrototypeOf(jsm.streams) as { info: (...a: unknown[]) => unknown };
+    const original = api.info;
+    let asked = 0;
+    let timeouts = 0;
+    api.info = function (this: unknown, ...args: unknown[]) {
+      asked++;
+      if (timeouts-- > 0) {
+        return Promise.reject(Object.assign(new Error("timeout"), { name: "TimeoutError" }));
+      }
+      return original.apply(this, args);
+    };
+    const options = { stream: "SLOW", subject: "slow", replicas: 1, timeoutMs: 1000 };
+    try {
+      timeouts = 2;
+      const made = await ensureStream(nc, options);
+      equal(made.created, true);
+      equal(asked, 3, "two timeouts, then the answer (no such stream: made)");
+      asked = 0;
+      timeouts = 2;
+      equal((await ensureStream(nc, options)).created, false);
+      equal(asked, 3);
+      asked = 0;
+      timeouts = 3;
+      await rejects(ensureStream(nc, options), (e: Error) => {
+        match(
+          e.message,
+          /cannot read NATS_STREAM "SLOW" at .*: no answer in 3 tries of NATS_TIMEOUT_MS \(1000 ms\) each/,
+        );
+        return true;
+      });
+      equal(asked, 3);
+    } finally {
+      api.info = original;
+      await nc.close();
     }
   },
 });

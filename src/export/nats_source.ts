@@ -61,7 +61,9 @@ export const MAX_ACK_PENDING = 4 * FETCH_MAX_MESSAGES;
 /** Longest wait for one message when none is pending (less when NATS_TIMEOUT_MS is). */
 export const IDLE_WAIT_MS = 5000;
 /** The pause after a batch the stream's leader holds none of (see `#rewind`). */
-const REWIND_WAIT_MS = 250;
+const REWIND_WAIT_MS = 1000;
+/** The WARN of a rewind is logged at most this often. */
+const REWIND_LOG_MS = 10_000;
 /** How often a fetch in flight checks whether the connection has been lost too long. */
 const WATCH_MS = 100;
 /** The consumer's ack wait: a batch not acknowledged by then is delivered again. */
@@ -513,16 +515,25 @@ export class NatsSource implements StreamSource {
     replaced: SourceMessage[],
   ): Promise<void> {
     const after = replaced.at(-1)?.seq ?? before;
-    this.#options.log.warn(
+    const { log, stream, consumer, timeoutMs } = this.#options;
+    log.throttled(
+      "nats:rewind",
+      REWIND_LOG_MS,
+      "warn",
       "the consumer's replica disagrees with the stream leader: read from the leader instead",
-      { consumer: this.#options.consumer, from, to, read: replaced.length, start: after + 1 },
+      { consumer, from, to, read: replaced.length, start: after + 1 },
     );
+    this.#delivered = after;
     // It has delivered past `after`, so it does not fit: #align makes it again.
     const info = await NatsSource.#align(this.#jsm, this.#options, after);
-    this.#consumer = await jetstream(this.#nc, { timeout: this.#options.timeoutMs })
-      .consumers.get(this.#options.stream, info.name);
     this.#pending = info.num_pending;
-    this.#delivered = after;
+    this.#consumer = await retrying(
+      `open consumer "${consumer}" of stream "${stream}"`,
+      this.#retry,
+      () => jetstream(this.#nc, { timeout: timeoutMs }).consumers.get(stream, info.name),
+    );
+    // Nothing the leader holds: the replica is repaired when the stream takes more; each try
+    // makes the consumer again (a proposal to the cluster), so not often.
     if (replaced.length === 0) await delay(REWIND_WAIT_MS);
   }
 

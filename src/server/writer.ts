@@ -345,13 +345,19 @@ export class Writer {
     }
     const sealed = this.#seal();
     const kept = this.#keep(sealed.batch);
-    if (kept === true) return this.#settle(sealed, true);
-    if (this.#pipeline === 1) return kept.then((k) => this.#settle(sealed, k));
-    // The next batch gathers while this one is with the store; acks go out in batch order.
-    sealed.answered = kept.then((k) => {
-      sealed.kept = k;
-      this.#queue.wake();
-    });
+    if (kept === true && this.#inFlight.length === 0) return this.#settle(sealed, true);
+    if (this.#pipeline === 1 && kept !== true) return kept.then((k) => this.#settle(sealed, k));
+    // The next batch gathers while this one is with the store; acks go out in batch order, so
+    // one kept at once still waits for those before it.
+    if (kept === true) {
+      sealed.kept = true;
+      sealed.answered = Promise.resolve();
+    } else {
+      sealed.answered = kept.then((k) => {
+        sealed.kept = k;
+        this.#queue.wake();
+      });
+    }
     this.#inFlight.push(sealed);
     return this.#inFlight.length < this.#pipeline ? undefined : this.#settleOldest();
   }

@@ -78,11 +78,15 @@ interface SessionState {
 const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
 
 /**
- * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`). Measured
- * at 64 x 256 in flight (docs/benchmarks.md): 2 beat 1 in every pair at R1 and at R3; 4 did less
- * well than 2, its batches smaller for the same records.
+ * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`): 1 for now.
+ * 2 gave R3 296,000 against 254,000 acked msg/s (docs/benchmarks.md), but a review found that a
+ * failed attempt lets the next batch's message for the subject go before the retry of the failed
+ * one: a session whose lookup failed could then have a batch acked and not stored (its retry
+ * reads the later batch's last msg_id as stored), and a subject without a session could be stored
+ * out of order. Before it is raised again, a failed message must hold back the later batches'
+ * messages for its subject until it is stored or given up.
  */
-const PIPELINE = 2;
+const PIPELINE = 1;
 const ignore = () => {};
 /** How many times a stale expectation is corrected within one append before it fails. */
 const CORRECTIONS = 3;
@@ -127,9 +131,9 @@ export class JetStreamStore implements Store {
    */
   readonly maxBatchRecords = 65_536;
   /**
-   * Batches with the stream at once. One batch waits a round trip for its PubAcks, during which
-   * msgserver's thread and the cores sit partly idle: with more in flight the next batch gathers
-   * and goes meanwhile. A subject's messages still go one after another (`#inOrder`).
+   * Batches with the stream at once (see `PIPELINE`). With more than one, the next batch gathers
+   * and goes while one waits for its PubAcks, and a subject's messages still go one after another
+   * (`#inOrder`).
    */
   readonly pipeline = PIPELINE;
 
