@@ -1,0 +1,79 @@
+/**
+ * The floor under msgserver's throughput (issue 14): a server with no msgserver code in the way
+ * that the real load tool (`deno task bench --port P ...`) can drive. Per read it does what any
+ * server that stores before it acks must: one read, one file write of the read's frames
+ * (`writeSync`, the raw bytes: no checks, no formatting into lines, no queue, no writer task) and
+ * one socket write of one ACK for the last msg_id of the read. It answers HELLO with WELCOME (the
+ * version asked, nothing stored) and takes every frame as valid.
+ *
+ * So `msgs/s` against it is what the runtime and the load generator reach on this machine when the
+ * server's per-message work is nothing: msgserver cannot go faster than this on the same cores.
+ *
+ * ```
+ * deno run --allow-net --allow-write bench/floor/bare_server.ts /tmp/floor.log   # prints its port
+ * deno task bench --port PORT --connections 64 --window 256 --duration 5
+ * ```
+ *
+ * @module
+ */
+
+import { encodeAck, encodeWelcome, FrameType, readU32 } from "../../src/protocol/frames.ts";
+
+const READ_BYTES = 64 * 1024;
+
+/** Serves one connection until the peer closes it. */
+async function serve(conn: Deno.TcpConn, file: Deno.FsFile): Promise<void> {
+  conn.setNoDelay(true);
+  let buf = new Uint8Array(READ_BYTES);
+  let have = 0;
+  try {
+    for (;;) {
+      if (have === buf.length) {
+        const bigger = new Uint8Array(buf.length * 2);
+        bigger.set(buf);
+        buf = bigger;
+      }
+      const n = await conn.read(buf.subarray(have));
+      if (n === null) return;
+      have += n;
+      let at = 0;
+      let lastId = 0;
+      let msgStart = -1;
+      while (have - at >= 4) {
+        const end = at + 4 + readU32(buf, at);
+        if (end > have) break;
+        const type = buf[at + 4];
+        if (type === FrameType.HELLO) {
+          const version = buf[at + 5]!;
+          await conn.write(encodeWelcome(1 << 20, 0, { version }));
+        } else if (type === FrameType.MSG) {
+          if (msgStart < 0) msgStart = at;
+          lastId = readU32(buf, at + 5);
+        }
+        at = end;
+      }
+      if (lastId > 0) {
+        file.writeSync(buf.subarray(msgStart, at));
+        await conn.write(encodeAck(lastId));
+      }
+      buf.copyWithin(0, at, have);
+      have -= at;
+    }
+  } catch {
+    // the peer went away
+  } finally {
+    conn.close();
+  }
+}
+
+if (import.meta.main) {
+  const path = Deno.args[0];
+  if (path === undefined) {
+    console.error("usage: deno run --allow-net --allow-write bench/floor/bare_server.ts FILE");
+    Deno.exit(2);
+  }
+  const file = await Deno.open(path, { append: true, create: true });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(listener.addr.port);
+  for await (const conn of listener) void serve(conn, file);
+}
