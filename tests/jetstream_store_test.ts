@@ -15,6 +15,7 @@ import type { Config } from "../src/config.ts";
 import { startServer } from "../src/server/server.ts";
 import { ensureStream, openJetStream } from "../src/store/jetstream_start.ts";
 import type { JetStreamStore } from "../src/store/jetstream_store.ts";
+import { Publisher } from "../src/store/publisher.ts";
 import type { Batch, Store } from "../src/store/store.ts";
 import { startNatsCluster } from "./support/nats_cluster.ts";
 import {
@@ -394,6 +395,132 @@ Deno.test({
       equal(asked, 3);
     } finally {
       api.info = original;
+      await nc.close();
+    }
+  },
+});
+
+/** One session's (or, with session 0n, one legacy connection's) batch of msg_ids `from`..`to`. */
+function oneRunBatch(clientId: number, session: bigint, from: number, to: number): Batch {
+  const source = {
+    clientId,
+    session,
+    sessionKey: session === 0n ? "" : `${clientId}/${session}`,
+    batchSeq: -1,
+    batchLastId: 0,
+    batchRecords: 0,
+    written() {},
+    refuse() {},
+  };
+  const lines = range(from, to).map((k) => `${clientId} ${k} s r${k}\n`).join("");
+  const bytes = new TextEncoder().encode(lines);
+  return {
+    bytes,
+    records: to - from + 1,
+    runs: [{
+      source,
+      lineStart: 0,
+      lineEnd: bytes.length,
+      firstId: from,
+      lastId: to,
+      records: to - from + 1,
+    }],
+  };
+}
+
+/** The stream's messages' data, in stream order. */
+async function streamTexts(jsm: Awaited<ReturnType<typeof jetstreamManager>>, stream: string) {
+  const info = await jsm.streams.info(stream);
+  const texts: string[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq });
+    texts.push(new TextDecoder().decode(m!.data));
+  }
+  return texts;
+}
+
+Deno.test({
+  name: "a failed message holds its session's later batches back: its retry is stored, and first",
+  ignore: !present,
+  async fn() {
+    // Found by review with two batches in flight: batch 1's lookup failed, batch 2 went, and
+    // batch 1's retry took batch 2's msg_ids for its own as stored: acked, never stored.
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const config = jetstreamConfig(cluster);
+    const store = await openJetStream(config, keptLog("error").log);
+    const nc = await connect({ servers: cluster.urls });
+    const jsm = await jetstreamManager(nc);
+    const api = Object.getPrototypeOf(jsm.streams) as { getMessage: (...a: unknown[]) => unknown };
+    const original = api.getMessage;
+    let failLookups = 1;
+    api.getMessage = function (this: unknown, ...args: unknown[]) {
+      const query = args[1] as { last_by_subj?: string };
+      if (query.last_by_subj !== undefined && failLookups-- > 0) {
+        return Promise.reject(new Error("injected: the lookup timed out"));
+      }
+      return original.apply(this, args);
+    };
+    try {
+      const b1 = oneRunBatch(5, 31n, 1, 3);
+      const b2 = oneRunBatch(5, 31n, 4, 6);
+      const first = await Promise.allSettled([store.append(b1), store.append(b2)]);
+      equal(first.map((r) => r.status).join(), "rejected,rejected", "batch 2 waits for batch 1");
+      await store.append(b1); // the writer's retry of batch 1
+      await store.append(b2); // then of batch 2
+      equal(await store.lastStored(5, 31n), 6);
+      equal(
+        (await streamTexts(jsm, config.NATS_STREAM)).join(""),
+        range(1, 6).map((k) => `5 ${k} s r${k}\n`).join(""),
+      );
+    } finally {
+      api.getMessage = original;
+      await store.close();
+      await nc.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a failed message of a subject without a session keeps its place before later batches",
+  ignore: !present,
+  async fn() {
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const config = jetstreamConfig(cluster);
+    const store = await openJetStream(config, keptLog("error").log);
+    const nc = await connect({ servers: cluster.urls });
+    const jsm = await jetstreamManager(nc);
+    const original = Publisher.prototype.publish;
+    let failPublishes = 1;
+    Publisher.prototype.publish = function (this: Publisher, ...args) {
+      if (failPublishes-- > 0) return Promise.reject(new Error("injected: no PubAck in time"));
+      return original.apply(this, args);
+    };
+    try {
+      const b1 = oneRunBatch(9, 0n, 1, 3);
+      const b2 = oneRunBatch(9, 0n, 4, 6);
+      const b3 = oneRunBatch(9, 0n, 7, 8);
+      await Promise.allSettled([store.append(b1), store.append(b2)]);
+      // Batch 1 is given up by the writer: batch 2 and 3 go, in order, on their retries.
+      store.abandon(b1);
+      await store.append(b2);
+      await store.append(b3);
+      equal(
+        (await streamTexts(jsm, config.NATS_STREAM)).join(""),
+        [4, 5, 6, 7, 8].map((k) => `9 ${k} s r${k}\n`).join(""),
+      );
+      // Without the abandon, batch 2 and 3 would wait for batch 1 (its retry then goes first).
+      const b4 = oneRunBatch(9, 0n, 9, 9);
+      const b5 = oneRunBatch(9, 0n, 10, 10);
+      failPublishes = 1;
+      await Promise.allSettled([store.append(b4), store.append(b5)]);
+      await rejects(store.append(b5), /the message of an earlier batch is not stored yet/);
+      await store.append(b4);
+      await store.append(b5);
+      const texts = await streamTexts(jsm, config.NATS_STREAM);
+      equal(texts.slice(-2).join(""), "9 9 s r9\n9 10 s r10\n");
+    } finally {
+      Publisher.prototype.publish = original;
+      await store.close();
       await nc.close();
     }
   },

@@ -104,6 +104,8 @@ class Sealed {
   readonly lastIds: number[] = [];
   readonly counts: number[] = [];
   records = 0;
+  /** The batch as handed to the store (the same object for every try). */
+  handed: Batch | null = null;
   /** What the store kept, once it has answered (pipelined batches only). */
   kept: true | ReadonlySet<BatchRun> | null = null;
   /** Settles once the store has answered (pipelined batches only). */
@@ -228,7 +230,9 @@ export class Writer {
           await this.#inFlight[0]!.answered;
           continue;
         }
-        // Woken by more records, or by the store answering a batch in flight.
+        // Woken by more records, or by the store answering a batch in flight; one answered
+        // while this loop awaited something else (a reopen) is settled first.
+        if (this.#inFlight.length > 0 && this.#inFlight[0]!.kept !== null) continue;
         await queue.wait();
         continue;
       }
@@ -344,7 +348,7 @@ export class Writer {
       return this.#rotateAndFlush();
     }
     const sealed = this.#seal();
-    const kept = this.#keep(sealed.batch);
+    const kept = this.#keep(sealed.handed = sealed.batch);
     if (kept === true && this.#inFlight.length === 0) return this.#settle(sealed, true);
     if (this.#pipeline === 1 && kept !== true) return kept.then((k) => this.#settle(sealed, k));
     // The next batch gathers while this one is with the store; acks go out in batch order, so
@@ -365,7 +369,7 @@ export class Writer {
   async #rotateAndFlush(): Promise<void> {
     await this.#store.rotate();
     const sealed = this.#seal();
-    await this.#settle(sealed, await this.#keep(sealed.batch));
+    await this.#settle(sealed, await this.#keep(sealed.handed = sealed.batch));
   }
 
   /** Waits for the oldest batch in flight and settles it (and any answered after it). */
@@ -438,8 +442,10 @@ export class Writer {
       }
       if (this.#ackOnWrite) this.stats.acked += sealed.records;
     } else {
+      this.#store.abandon?.(sealed.handed!);
       this.#refuseBatch(sealed, kept);
     }
+    sealed.handed = null;
     touched.length = 0;
     sealed.lastIds.length = 0;
     sealed.counts.length = 0;

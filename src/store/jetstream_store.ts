@@ -78,15 +78,12 @@ interface SessionState {
 const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
 
 /**
- * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`): 1 for now.
- * 2 gave R3 296,000 against 254,000 acked msg/s (docs/benchmarks.md), but a review found that a
- * failed attempt lets the next batch's message for the subject go before the retry of the failed
- * one: a session whose lookup failed could then have a batch acked and not stored (its retry
- * reads the later batch's last msg_id as stored), and a subject without a session could be stored
- * out of order. Before it is raised again, a failed message must hold back the later batches'
- * messages for its subject until it is stored or given up.
+ * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`). At 64 x 256
+ * in flight, 2 gave R3 296,000 against 254,000 acked msg/s (medians of six interleaved pairs, 2
+ * ahead in each) and R1 681,000 against 637,000; 4 did less well than 2 (docs/benchmarks.md).
+ * A failed message holds its subject's later ones back (`#held`), so they never go before it.
  */
-const PIPELINE = 1;
+const PIPELINE = 2;
 const ignore = () => {};
 /** How many times a stale expectation is corrected within one append before it fails. */
 const CORRECTIONS = 3;
@@ -153,6 +150,15 @@ export class JetStreamStore implements Store {
    * batch's message for the subject waits for it, since it carries the sequence that one gets.
    */
   readonly #tails = new Map<string, Promise<void>>();
+  /**
+   * Per subject, the earliest batch whose message for it failed and is neither stored nor given
+   * up: later batches' messages for the subject are refused (and retried) until it is, so that
+   * the failed one's retry cannot land after them, nor read their msg_ids as its own stored.
+   */
+  readonly #held = new Map<string, Batch>();
+  /** Each batch's place in the order the writer handed them over. */
+  readonly #numbers = new WeakMap<Batch, number>();
+  #handed = 0;
   /** Seconds from publish to PubAck, per message. */
   readonly #publishSeconds = new BucketHistogram(LATENCY_BOUNDS);
 
@@ -175,13 +181,15 @@ export class JetStreamStore implements Store {
   }
 
   async append(batch: Batch): Promise<void> {
+    let number = this.#numbers.get(batch);
+    if (number === undefined) this.#numbers.set(batch, number = ++this.#handed);
     const parts = this.#partsOf(batch);
     const t0 = performance.now();
     const stored = new Set<BatchRun>();
     const failures: Error[] = [];
     await Promise.all(parts.map(async (part) => {
       try {
-        await this.#inOrder(part);
+        await this.#inOrder(part, batch, number);
         for (const run of part.runs) stored.add(run);
       } catch (e) {
         failures.push(e as Error);
@@ -244,18 +252,49 @@ export class JetStreamStore implements Store {
    * Publishes `part` once the previous batch's message for its subject is answered (stored or
    * not): a session's messages carry the sequence of the one before, and go in batch order.
    */
-  async #inOrder(part: Part): Promise<void> {
+  async #inOrder(part: Part, batch: Batch, number: number): Promise<void> {
     const tails = this.#tails;
     const before = tails.get(part.subject);
     const mine = before === undefined
-      ? this.#publishPart(part)
-      : before.then(() => this.#publishPart(part));
+      ? this.#afterHeld(part, batch, number)
+      : before.then(() => this.#afterHeld(part, batch, number));
     const tail = mine.then(ignore, ignore);
     tails.set(part.subject, tail);
     try {
       await mine;
     } finally {
       if (tails.get(part.subject) === tail) tails.delete(part.subject);
+    }
+  }
+
+  /**
+   * Publishes `part` of batch `number` unless an earlier batch's message for its subject failed
+   * and is not stored yet (see `#held`): then it is refused, to be retried after that one.
+   */
+  async #afterHeld(part: Part, batch: Batch, number: number): Promise<void> {
+    const held = this.#held;
+    const earlier = held.get(part.subject);
+    if (earlier !== undefined && earlier !== batch && this.#numbers.get(earlier)! < number) {
+      throw new PublishError(
+        `${part.subject}: the message of an earlier batch is not stored yet, and goes first`,
+        0,
+        true,
+      );
+    }
+    try {
+      await this.#publishPart(part);
+    } catch (e) {
+      const first = held.get(part.subject);
+      if (first === undefined || this.#numbers.get(first)! > number) held.set(part.subject, batch);
+      throw e;
+    }
+    if (held.get(part.subject) === batch) held.delete(part.subject);
+  }
+
+  /** The writer gave `batch` up: later batches' messages held back for it may go. */
+  abandon(batch: Batch): void {
+    for (const [subject, earlier] of this.#held) {
+      if (earlier === batch) this.#held.delete(subject);
     }
   }
 

@@ -161,6 +161,12 @@ export interface Store {
    */
   append(batch: Batch): Promise<void> | undefined;
   /**
+   * The writer has given `batch` up (the records the store did not keep are refused): a store
+   * that holds later batches back until an earlier one is stored lets them go. Absent: nothing
+   * to do.
+   */
+  abandon?(batch: Batch): void;
+  /**
    * Starts a new segment, the current one moved aside; called between batches when the next
    * would take the segment past its size limit. Never throws: a store that cannot rotate logs
    * why, goes on appending where it can, and tries again when called again.
