@@ -432,6 +432,7 @@ function oneRunBatch(clientId: number, session: bigint, from: number, to: number
 async function streamTexts(jsm: Awaited<ReturnType<typeof jetstreamManager>>, stream: string) {
   const info = await jsm.streams.info(stream);
   const texts: string[] = [];
+  if (info.state.messages === 0) return texts;
   for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
     const m = await jsm.streams.getMessage(stream, { seq });
     texts.push(new TextDecoder().decode(m!.data));
@@ -500,8 +501,10 @@ Deno.test({
       const b2 = oneRunBatch(9, 0n, 4, 6);
       const b3 = oneRunBatch(9, 0n, 7, 8);
       await Promise.allSettled([store.append(b1), store.append(b2)]);
-      // Batch 1 is given up by the writer: batch 2 and 3 go, in order, on their retries.
+      // Batch 1 is given up by the writer, and batch 3 comes before batch 2's retry: batch 2,
+      // held back once, still goes first.
       store.abandon(b1);
+      await rejects(store.append(b3), /the message of an earlier batch is not stored yet/);
       await store.append(b2);
       await store.append(b3);
       equal(
@@ -520,6 +523,47 @@ Deno.test({
       equal(texts.slice(-2).join(""), "9 9 s r9\n9 10 s r10\n");
     } finally {
       Publisher.prototype.publish = original;
+      await store.close();
+      await nc.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a session whose lookup failed takes nothing after the refused records until it resumes",
+  ignore: !present,
+  async fn() {
+    // With one batch at a time too: batch 1 refused after its lookup failed, batch 2 must not be
+    // stored above the hole (a lookup would then read 1 to 3 as stored).
+    await using cluster = await startNatsCluster({ nodes: 1 });
+    const config = jetstreamConfig(cluster);
+    const store = await openJetStream(config, keptLog("error").log);
+    const nc = await connect({ servers: cluster.urls });
+    const jsm = await jetstreamManager(nc);
+    const api = Object.getPrototypeOf(jsm.streams) as { getMessage: (...a: unknown[]) => unknown };
+    const original = api.getMessage;
+    let failLookups = 1;
+    api.getMessage = function (this: unknown, ...args: unknown[]) {
+      const query = args[1] as { last_by_subj?: string };
+      if (query.last_by_subj !== undefined && failLookups-- > 0) {
+        return Promise.reject(new Error("injected: the lookup timed out"));
+      }
+      return original.apply(this, args);
+    };
+    try {
+      const b1 = oneRunBatch(6, 41n, 1, 3);
+      const b2 = oneRunBatch(6, 41n, 4, 6);
+      await rejects(store.append(b1), /injected: the lookup timed out/);
+      store.abandon(b1); // the writer gave it up: NACK 4 for 1 to 3, ERROR 8 for the session
+      await rejects(store.append(b2), /msg_id 1 and on were not stored/);
+      equal((await streamTexts(jsm, config.NATS_STREAM)).length, 0);
+      // The client resumes: HELLO asks where the session stands, and it sends 1 on again.
+      equal(await store.lastStored(6, 41n), null);
+      await store.append(b1);
+      await store.append(b2);
+      equal(await store.lastStored(6, 41n), 6);
+    } finally {
+      api.getMessage = original;
       await store.close();
       await nc.close();
     }

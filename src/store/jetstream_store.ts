@@ -67,7 +67,7 @@ interface Part {
 
 /** Where a session's subject stands, as this node last saw it. */
 interface SessionState {
-  /** The stream sequence of the last message on the subject (0: none). */
+  /** The stream sequence of the last message on the subject (0: none; UNKNOWN_SEQ: unknown). */
   seq: number;
   /** The last msg_id stored in the session (0: none). */
   last: number;
@@ -76,6 +76,8 @@ interface SessionState {
 }
 
 const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
+/** A session's state when its lookup failed: the next attempt looks it up first. */
+const UNKNOWN_SEQ = -1;
 
 /**
  * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`). At 64 x 256
@@ -151,11 +153,11 @@ export class JetStreamStore implements Store {
    */
   readonly #tails = new Map<string, Promise<void>>();
   /**
-   * Per subject, the earliest batch whose message for it failed and is neither stored nor given
-   * up: later batches' messages for the subject are refused (and retried) until it is, so that
-   * the failed one's retry cannot land after them, nor read their msg_ids as its own stored.
+   * Per subject, the batches whose message for it failed or was held back, and is neither stored
+   * nor given up: a message goes only when no earlier batch of its subject is among them, so that
+   * a failed one's retry never lands after a later one, nor reads its msg_ids as its own stored.
    */
-  readonly #held = new Map<string, Batch>();
+  readonly #held = new Map<string, Set<Batch>>();
   /** Each batch's place in the order the writer handed them over. */
   readonly #numbers = new WeakMap<Batch, number>();
   #handed = 0;
@@ -272,29 +274,36 @@ export class JetStreamStore implements Store {
    * and is not stored yet (see `#held`): then it is refused, to be retried after that one.
    */
   async #afterHeld(part: Part, batch: Batch, number: number): Promise<void> {
-    const held = this.#held;
-    const earlier = held.get(part.subject);
-    if (earlier !== undefined && earlier !== batch && this.#numbers.get(earlier)! < number) {
-      throw new PublishError(
-        `${part.subject}: the message of an earlier batch is not stored yet, and goes first`,
-        0,
-        true,
-      );
+    const subject = part.subject;
+    let held = this.#held.get(subject);
+    if (held !== undefined) {
+      for (const other of held) {
+        if (other !== batch && this.#numbers.get(other)! < number) {
+          held.add(batch);
+          throw new PublishError(
+            `${subject}: the message of an earlier batch is not stored yet, and goes first`,
+            0,
+            true,
+          );
+        }
+      }
     }
     try {
       await this.#publishPart(part);
     } catch (e) {
-      const first = held.get(part.subject);
-      if (first === undefined || this.#numbers.get(first)! > number) held.set(part.subject, batch);
+      held = this.#held.get(subject);
+      if (held === undefined) this.#held.set(subject, held = new Set());
+      held.add(batch);
       throw e;
     }
-    if (held.get(part.subject) === batch) held.delete(part.subject);
+    held = this.#held.get(subject);
+    if (held !== undefined && held.delete(batch) && held.size === 0) this.#held.delete(subject);
   }
 
   /** The writer gave `batch` up: later batches' messages held back for it may go. */
   abandon(batch: Batch): void {
-    for (const [subject, earlier] of this.#held) {
-      if (earlier === batch) this.#held.delete(subject);
+    for (const [subject, held] of this.#held) {
+      if (held.delete(batch) && held.size === 0) this.#held.delete(subject);
     }
   }
 
@@ -309,7 +318,15 @@ export class JetStreamStore implements Store {
       return;
     }
     const { clientId, session } = part.source;
-    let state = this.#states.get(part.subject) ?? await this.#lookUp(part.subject);
+    let state = this.#states.get(part.subject);
+    if (state === undefined || state.seq === UNKNOWN_SEQ) {
+      try {
+        state = await this.#lookUp(part.subject, state?.refusedFrom);
+      } catch (e) {
+        this.#refuseFrom(part.subject, state, part.runs[0]!.firstId);
+        throw e;
+      }
+    }
     for (let attempt = 0;; attempt++) {
       // Records at or below the session's last stored msg_id are in the stream already (sent
       // again after a resume, or by another node): they count as kept, and are not sent twice.
@@ -339,7 +356,12 @@ export class JetStreamStore implements Store {
         if (e instanceof PublishError && e.code === WRONG_LAST_SEQUENCE && attempt < CORRECTIONS) {
           // Another node appended to the session since this one last looked: see where it
           // stands, and go on after it.
-          state = await this.#lookUp(part.subject, state.refusedFrom);
+          try {
+            state = await this.#lookUp(part.subject, state.refusedFrom);
+          } catch (lookupError) {
+            this.#refuseFrom(part.subject, state, first);
+            throw lookupError;
+          }
           this.#opts.log.warn("session appended to elsewhere: going on after its last stored id", {
             client_id: clientId,
             session,
@@ -349,11 +371,21 @@ export class JetStreamStore implements Store {
         }
         // A timed-out publish may have been stored all the same; the writer's retry sends it
         // with the same message id, which JetStream then answers as a duplicate.
-        state.refusedFrom = Math.min(state.refusedFrom, first);
-        this.#remember(part.subject, state);
+        this.#refuseFrom(part.subject, state, first);
         throw e;
       }
     }
+  }
+
+  /**
+   * Notes that the session of `subject` failed to store `first` and on: nothing after them is
+   * published until they are stored or the client resumes. Without a state (its lookup failed),
+   * one whose sequence is unknown, so that the next attempt looks the session up first.
+   */
+  #refuseFrom(subject: string, state: SessionState | undefined, first: number): void {
+    const noted = state ?? { seq: UNKNOWN_SEQ, last: 0, refusedFrom: Infinity };
+    noted.refusedFrom = Math.min(noted.refusedFrom, first);
+    this.#remember(subject, noted);
   }
 
   async #timed(subject: string, data: Uint8Array, h: MsgHdrs): Promise<PubAck> {
