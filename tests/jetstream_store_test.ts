@@ -383,6 +383,29 @@ Deno.test({
       timeouts = 2;
       equal((await ensureStream(nc, options)).created, false);
       equal(asked, 3);
+      // A make that times out (it may have made the stream): read again, then make it.
+      const originalAdd = (api as unknown as { add: (...a: unknown[]) => unknown }).add;
+      let addTimeouts = 1;
+      let adds = 0;
+      (api as unknown as { add: (...a: unknown[]) => unknown }).add = function (
+        this: unknown,
+        ...args: unknown[]
+      ) {
+        adds++;
+        if (addTimeouts-- > 0) {
+          return Promise.reject(Object.assign(new Error("timeout"), { name: "TimeoutError" }));
+        }
+        return originalAdd.apply(this, args);
+      };
+      try {
+        asked = 0;
+        const other = { ...options, stream: "SLOW2", subject: "slow2" };
+        equal((await ensureStream(nc, other)).created, true);
+        equal(adds, 2);
+        equal(asked, 2, "read, make (timed out), read, make");
+      } finally {
+        (api as unknown as { add: (...a: unknown[]) => unknown }).add = originalAdd;
+      }
       asked = 0;
       timeouts = 3;
       await rejects(ensureStream(nc, options), (e: Error) => {

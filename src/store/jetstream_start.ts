@@ -7,7 +7,7 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { MAX_NAME_BYTES } from "../protocol/frames.ts";
@@ -82,16 +82,27 @@ export async function ensureStream(
   }
   const wanted = streamSubjects(options.subject)[0]!;
   let info;
-  try {
-    info = await streamInfo(jsm, options.stream, options.timeoutMs);
-  } catch (e) {
-    if ((e as Error).name !== "StreamNotFoundError") {
-      throw new StoreStartError(
-        `STORE=jetstream: cannot read NATS_STREAM "${options.stream}" ${where}: ${
-          (e as Error).message
-        }`,
-        { cause: e },
-      );
+  // Read the stream, or make it. Both go unanswered while a stream has no leader yet (one
+  // another node is making, say): a timeout is asked again, up to STREAM_ANSWER_TIMEOUTS times in
+  // all; a make that timed out may have made it, so the next try reads first.
+  for (let tries = 1;; tries++) {
+    const again = (e: unknown) =>
+      (e as Error).name === "TimeoutError" && tries < STREAM_ANSWER_TIMEOUTS;
+    const timedOut = (e: unknown) =>
+      (e as Error).name === "TimeoutError"
+        ? `no answer in ${tries} tries of NATS_TIMEOUT_MS (${options.timeoutMs} ms) each`
+        : (e as Error).message;
+    try {
+      info = await jsm.streams.info(options.stream);
+      break;
+    } catch (e) {
+      if (again(e)) continue;
+      if ((e as Error).name !== "StreamNotFoundError") {
+        throw new StoreStartError(
+          `STORE=jetstream: cannot read NATS_STREAM "${options.stream}" ${where}: ${timedOut(e)}`,
+          { cause: e },
+        );
+      }
     }
     try {
       const created = await jsm.streams.add({
@@ -102,9 +113,10 @@ export async function ensureStream(
       });
       return { created: true, replicas: created.config.num_replicas };
     } catch (e) {
+      if (again(e)) continue;
       throw new StoreStartError(
         `STORE=jetstream: cannot create NATS_STREAM "${options.stream}" with NATS_REPLICAS ` +
-          `${options.replicas} ${where}: ${(e as Error).message}`,
+          `${options.replicas} ${where}: ${timedOut(e)}`,
         { cause: e },
       );
     }
@@ -129,30 +141,13 @@ export async function ensureStream(
   return { created: false, replicas: info.config.num_replicas };
 }
 
-/** How many NATS_TIMEOUT_MS a stream may take to answer at start-up before msgserver gives up. */
-const STREAM_ANSWER_TIMEOUTS = 3;
-
 /**
- * The stream's info, asked again while the request times out, up to
- * {@linkcode STREAM_ANSWER_TIMEOUTS} times: nats-server 2.9.10 leaves the request unanswered while
- * a stream has no leader yet, as when another msgserver node has just created it (two nodes started
- * together: the second waited out NATS_TIMEOUT_MS and exited once in CI).
+ * How many times start-up asks a stream that does not answer (each waiting NATS_TIMEOUT_MS):
+ * nats-server 2.9.10 leaves STREAM.INFO and STREAM.CREATE unanswered while a stream has no leader
+ * yet, as when another msgserver node has just made it (two nodes started together: one waited
+ * out NATS_TIMEOUT_MS and exited, twice in CI).
  */
-async function streamInfo(jsm: JetStreamManager, stream: string, timeoutMs: number) {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await jsm.streams.info(stream);
-    } catch (e) {
-      if ((e as Error).name !== "TimeoutError") throw e;
-      if (attempt >= STREAM_ANSWER_TIMEOUTS) {
-        throw new Error(
-          `no answer in ${attempt} tries of NATS_TIMEOUT_MS (${timeoutMs} ms) each`,
-          { cause: e },
-        );
-      }
-    }
-  }
-}
+const STREAM_ANSWER_TIMEOUTS = 3;
 
 /**
  * Opens STORE=jetstream as `config` says: connects (NATS_URLS and the credentials), checks or
