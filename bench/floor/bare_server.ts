@@ -9,9 +9,14 @@
  * So `msgs/s` against it is what the runtime and the load generator reach on this machine when the
  * server's per-message work is nothing: msgserver cannot go faster than this on the same cores.
  *
+ * With `--durable` it acks a read only once a sync (`fdatasync`) that began after its write has
+ * ended, one sync at a time for everything written meanwhile, as msgserver's ACK_MODE=durable
+ * does (group commit).
+ *
  * ```
  * deno run --allow-net --allow-write bench/floor/bare_server.ts /tmp/floor.log   # prints its port
  * deno task bench --port PORT --connections 64 --window 256 --duration 5
+ * deno run --allow-net --allow-write bench/floor/bare_server.ts --durable /tmp/floor.log
  * ```
  *
  * @module
@@ -21,8 +26,23 @@ import { encodeAck, encodeWelcome, FrameType, readU32 } from "../../src/protocol
 
 const READ_BYTES = 64 * 1024;
 
+/** Acks waiting for a sync (durable mode), and the wake-up of the sync loop. */
+const waiting: { conn: Deno.TcpConn; ack: Uint8Array }[] = [];
+let wake: (() => void) | null = null;
+
+/** Syncs the file and sends the acks written before each sync began, one sync at a time. */
+async function syncLoop(file: Deno.FsFile): Promise<void> {
+  for (;;) {
+    if (waiting.length === 0) await new Promise<void>((r) => wake = r);
+    // An ACK covers every msg_id up to its own: the last one per connection is enough.
+    const due = new Map(waiting.splice(0).map(({ conn, ack }) => [conn, ack]));
+    await file.syncData();
+    await Promise.all([...due].map(([conn, ack]) => conn.write(ack).catch(() => 0)));
+  }
+}
+
 /** Serves one connection until the peer closes it. */
-async function serve(conn: Deno.TcpConn, file: Deno.FsFile): Promise<void> {
+async function serve(conn: Deno.TcpConn, file: Deno.FsFile, durable: boolean): Promise<void> {
   conn.setNoDelay(true);
   let buf = new Uint8Array(READ_BYTES);
   let have = 0;
@@ -54,7 +74,12 @@ async function serve(conn: Deno.TcpConn, file: Deno.FsFile): Promise<void> {
       }
       if (lastId > 0) {
         file.writeSync(buf.subarray(msgStart, at));
-        await conn.write(encodeAck(lastId));
+        if (durable) {
+          waiting.push({ conn, ack: encodeAck(lastId) });
+          const w = wake;
+          wake = null;
+          w?.();
+        } else await conn.write(encodeAck(lastId));
       }
       buf.copyWithin(0, at, have);
       have -= at;
@@ -67,13 +92,17 @@ async function serve(conn: Deno.TcpConn, file: Deno.FsFile): Promise<void> {
 }
 
 if (import.meta.main) {
-  const path = Deno.args[0];
+  const durable = Deno.args[0] === "--durable";
+  const path = Deno.args[durable ? 1 : 0];
   if (path === undefined) {
-    console.error("usage: deno run --allow-net --allow-write bench/floor/bare_server.ts FILE");
+    console.error(
+      "usage: deno run --allow-net --allow-write bench/floor/bare_server.ts [--durable] FILE",
+    );
     Deno.exit(2);
   }
   const file = await Deno.open(path, { append: true, create: true });
+  if (durable) void syncLoop(file);
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   console.log(listener.addr.port);
-  for await (const conn of listener) void serve(conn, file);
+  for await (const conn of listener) void serve(conn, file, durable);
 }

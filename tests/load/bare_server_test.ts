@@ -11,46 +11,55 @@ const BARE = decodeURIComponent(
 );
 const MAIN = decodeURIComponent(new URL("../../bench/load/main.ts", import.meta.url).pathname);
 
-Deno.test("the bare server of the throughput floor acks what the load tool sends and writes it", async () => {
-  await withTempDir("msgserver_bare_test_", async (dir) => {
-    const server = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", "--allow-write", BARE, `${dir}/floor.log`],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    try {
-      const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`the bare server exited before its port: ${text}`);
-        text += value;
-      }
-      reader.releaseLock();
-      const port = text.trim();
-      const args = ["--port", port, "--connections", "3", "--window", "8", "--count", "300"];
-      const run = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", MAIN, ...args, "--json"],
-        stdin: "null",
+for (const durable of [false, true]) {
+  Deno.test(`the bare server of the throughput floor${durable ? " (--durable)" : ""} acks what the load tool sends and writes it`, async () => {
+    await withTempDir("msgserver_bare_test_", async (dir) => {
+      const server = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-net",
+          "--allow-write",
+          BARE,
+          ...(durable ? ["--durable"] : []),
+          `${dir}/floor.log`,
+        ],
         stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stdout = new TextDecoder().decode(run.stdout);
-      equal(run.code, 0, stdout + new TextDecoder().decode(run.stderr));
-      const report = JSON.parse(stdout);
-      equal(report.phases[0].acked, 300);
-      equal(report.phases[0].errors, 0);
-      // 300 MSG frames, each 4 + 1 + 4 + 1 + name + payload bytes, written as read.
-      const written = await Deno.readFile(`${dir}/floor.log`);
-      let frames = 0;
-      for (let at = 0; at < written.length; frames++) {
-        at += 4 + new DataView(written.buffer, at, 4).getUint32(0);
+        stderr: "inherit",
+      }).spawn();
+      try {
+        const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        let text = "";
+        while (!text.includes("\n")) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`the bare server exited before its port: ${text}`);
+          text += value;
+        }
+        reader.releaseLock();
+        const port = text.trim();
+        const args = ["--port", port, "--connections", "3", "--window", "8", "--count", "300"];
+        const run = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", MAIN, ...args, "--json"],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const stdout = new TextDecoder().decode(run.stdout);
+        equal(run.code, 0, stdout + new TextDecoder().decode(run.stderr));
+        const report = JSON.parse(stdout);
+        equal(report.phases[0].acked, 300);
+        equal(report.phases[0].errors, 0);
+        // 300 MSG frames, each 4 + 1 + 4 + 1 + name + payload bytes, written as read.
+        const written = await Deno.readFile(`${dir}/floor.log`);
+        let frames = 0;
+        for (let at = 0; at < written.length; frames++) {
+          at += 4 + new DataView(written.buffer, at, 4).getUint32(0);
+        }
+        equal(frames, 300);
+      } finally {
+        server.kill("SIGTERM");
+        await server.status;
+        await server.stdout.cancel().catch(() => {});
       }
-      equal(frames, 300);
-    } finally {
-      server.kill("SIGTERM");
-      await server.status;
-      await server.stdout.cancel().catch(() => {});
-    }
+    });
   });
-});
+}
