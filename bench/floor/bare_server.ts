@@ -11,7 +11,9 @@
  *
  * With `--durable` it acks a read only once a sync (`fdatasync`) that began after its write has
  * ended, one sync at a time for everything written meanwhile, as msgserver's ACK_MODE=durable
- * does (group commit).
+ * does (group commit). With `--legacy` it speaks the original's protocol instead, as LEGACY_PORT
+ * does: each 1,160-byte frame written to the file (`writeSync`), then answered `ack`; the
+ * `legacy-latency` preset drives it with `--port PORT --legacy-port PORT`.
  *
  * ```
  * deno run --allow-net --allow-write bench/floor/bare_server.ts /tmp/floor.log   # prints its port
@@ -23,6 +25,35 @@
  */
 
 import { encodeAck, encodeWelcome, FrameType, readU32 } from "../../src/protocol/frames.ts";
+import { LEGACY_FRAME_BYTES } from "../../src/server/legacy_connection.ts";
+
+const LEGACY_ACK = new TextEncoder().encode("ack");
+
+/** Serves one connection of the original's protocol: each whole frame written, then `ack`. */
+async function serveLegacy(conn: Deno.TcpConn, file: Deno.FsFile): Promise<void> {
+  conn.setNoDelay(true);
+  const buf = new Uint8Array(64 * 1024);
+  let have = 0;
+  try {
+    for (;;) {
+      const n = await conn.read(buf.subarray(have));
+      if (n === null) return;
+      have += n;
+      let at = 0;
+      while (have - at >= LEGACY_FRAME_BYTES) {
+        file.writeSync(buf.subarray(at, at + LEGACY_FRAME_BYTES));
+        await conn.write(LEGACY_ACK);
+        at += LEGACY_FRAME_BYTES;
+      }
+      buf.copyWithin(0, at, have);
+      have -= at;
+    }
+  } catch {
+    // the peer went away
+  } finally {
+    conn.close();
+  }
+}
 
 const READ_BYTES = 64 * 1024;
 
@@ -92,11 +123,13 @@ async function serve(conn: Deno.TcpConn, file: Deno.FsFile, durable: boolean): P
 }
 
 if (import.meta.main) {
-  const durable = Deno.args[0] === "--durable";
-  const path = Deno.args[durable ? 1 : 0];
+  const mode = Deno.args[0] === "--durable" || Deno.args[0] === "--legacy" ? Deno.args[0] : "";
+  const durable = mode === "--durable";
+  const path = Deno.args[mode === "" ? 0 : 1];
   if (path === undefined) {
     console.error(
-      "usage: deno run --allow-net --allow-write bench/floor/bare_server.ts [--durable] FILE",
+      "usage: deno run --allow-net --allow-write bench/floor/bare_server.ts " +
+        "[--durable | --legacy] FILE",
     );
     Deno.exit(2);
   }
@@ -104,5 +137,7 @@ if (import.meta.main) {
   if (durable) void syncLoop(file);
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   console.log(listener.addr.port);
-  for await (const conn of listener) void serve(conn, file, durable);
+  for await (const conn of listener) {
+    void (mode === "--legacy" ? serveLegacy(conn, file) : serve(conn, file, durable));
+  }
 }

@@ -5,6 +5,7 @@
 
 import { equal } from "node:assert/strict";
 import { withTempDir } from "../support/server.ts";
+import { LEGACY_FRAME_BYTES } from "../../src/server/legacy_connection.ts";
 
 const BARE = decodeURIComponent(
   new URL("../../bench/floor/bare_server.ts", import.meta.url).pathname,
@@ -63,3 +64,50 @@ for (const durable of [false, true]) {
     });
   });
 }
+
+Deno.test("the bare server's --legacy mode answers the legacy-latency preset and writes each frame", async () => {
+  await withTempDir("msgserver_bare_test_", async (dir) => {
+    const server = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-write", BARE, "--legacy", `${dir}/floor.log`],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    try {
+      const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let text = "";
+      while (!text.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the bare server exited before its port: ${text}`);
+        text += value;
+      }
+      reader.releaseLock();
+      const port = text.trim();
+      const run = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          MAIN,
+          "--preset",
+          "legacy-latency",
+          "--port",
+          port,
+          "--legacy-port",
+          port,
+          "--json",
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(run.stdout);
+      equal(run.code, 0, stdout + new TextDecoder().decode(run.stderr));
+      const report = JSON.parse(stdout);
+      equal(report.phases[0].acked, 2000, "20 rounds of 100");
+      equal((await Deno.stat(`${dir}/floor.log`)).size, 2000 * LEGACY_FRAME_BYTES);
+    } finally {
+      server.kill("SIGTERM");
+      await server.status;
+      await server.stdout.cancel().catch(() => {});
+    }
+  });
+});
