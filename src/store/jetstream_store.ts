@@ -80,12 +80,13 @@ const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
 const UNKNOWN_SEQ = -1;
 
 /**
- * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`). At 64 x 256
- * in flight, 2 gave R3 296,000 against 254,000 acked msg/s (medians of six interleaved pairs, 2
- * ahead in each) and R1 681,000 against 637,000; 4 did less well than 2 (docs/benchmarks.md).
- * A failed message holds its subject's later ones back (`#held`), so they never go before it.
+ * Batches the writer may have with the stream at once (see `JetStreamStore.pipeline`): 1. Two gave
+ * R3 296,000 against 254,000 acked msg/s (docs/benchmarks.md), and a failed message holds its
+ * subject's later ones back (`#held`); but one CI run of four with two lost an acked record in the
+ * NATS-down test (cluster_faults_test.ts, client 7 msg_id 2639), cause not yet found: one at a
+ * time until it is.
  */
-const PIPELINE = 2;
+const PIPELINE = 1;
 const ignore = () => {};
 /** How many times a stale expectation is corrected within one append before it fails. */
 const CORRECTIONS = 3;
