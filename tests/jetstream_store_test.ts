@@ -311,39 +311,13 @@ Deno.test({
     const logged = keptLog("warn");
     const store = await openJetStream(jetstreamConfig(cluster), logged.log);
     try {
-      const source = {
-        clientId: 5,
-        session: 31n,
-        sessionKey: "5/31",
-        batchSeq: -1,
-        batchLastId: 0,
-        batchRecords: 0,
-        written() {},
-        refuse() {},
-      };
-      const batchOf = (from: number, to: number): Batch => {
-        const lines = range(from, to).map((k) => `5 ${k} s r${k}\n`).join("");
-        const bytes = new TextEncoder().encode(lines);
-        return {
-          bytes,
-          records: to - from + 1,
-          runs: [{
-            source,
-            lineStart: 0,
-            lineEnd: bytes.length,
-            firstId: from,
-            lastId: to,
-            records: to - from + 1,
-          }],
-        };
-      };
       // Three batches of one session handed over at once, as the writer does with a store whose
       // pipeline is above 1 (JetStream's is 1 for now, see PIPELINE):
       // each message must carry the sequence the one before it got, so none is refused as stale.
       await Promise.all([
-        store.append(batchOf(1, 3)),
-        store.append(batchOf(4, 6)),
-        store.append(batchOf(7, 9)),
+        store.append(oneRunBatch(5, 31n, 1, 3)),
+        store.append(oneRunBatch(5, 31n, 4, 6)),
+        store.append(oneRunBatch(5, 31n, 7, 9)),
       ]);
       equal(logged.lines.join(""), "", "no expectation was corrected");
       equal(await store.lastStored(5, 31n), 9);
@@ -451,6 +425,26 @@ function oneRunBatch(clientId: number, session: bigint, from: number, to: number
   };
 }
 
+/**
+ * Makes the next last-message-by-subject lookup of every JetStreamManager fail (nats.js's stream
+ * API is one class); returns what undoes it.
+ */
+function failNextLookup(jsm: Awaited<ReturnType<typeof jetstreamManager>>): () => void {
+  const api = Object.getPrototypeOf(jsm.streams) as { getMessage: (...a: unknown[]) => unknown };
+  const original = api.getMessage;
+  let failLookups = 1;
+  api.getMessage = function (this: unknown, ...args: unknown[]) {
+    const query = args[1] as { last_by_subj?: string };
+    if (query.last_by_subj !== undefined && failLookups-- > 0) {
+      return Promise.reject(new Error("injected: the lookup timed out"));
+    }
+    return original.apply(this, args);
+  };
+  return () => {
+    api.getMessage = original;
+  };
+}
+
 /** The stream's messages' data, in stream order. */
 async function streamTexts(jsm: Awaited<ReturnType<typeof jetstreamManager>>, stream: string) {
   const info = await jsm.streams.info(stream);
@@ -474,16 +468,7 @@ Deno.test({
     const store = await openJetStream(config, keptLog("error").log);
     const nc = await connect({ servers: cluster.urls });
     const jsm = await jetstreamManager(nc);
-    const api = Object.getPrototypeOf(jsm.streams) as { getMessage: (...a: unknown[]) => unknown };
-    const original = api.getMessage;
-    let failLookups = 1;
-    api.getMessage = function (this: unknown, ...args: unknown[]) {
-      const query = args[1] as { last_by_subj?: string };
-      if (query.last_by_subj !== undefined && failLookups-- > 0) {
-        return Promise.reject(new Error("injected: the lookup timed out"));
-      }
-      return original.apply(this, args);
-    };
+    const restoreLookups = failNextLookup(jsm);
     try {
       const b1 = oneRunBatch(5, 31n, 1, 3);
       const b2 = oneRunBatch(5, 31n, 4, 6);
@@ -497,7 +482,7 @@ Deno.test({
         range(1, 6).map((k) => `5 ${k} s r${k}\n`).join(""),
       );
     } finally {
-      api.getMessage = original;
+      restoreLookups();
       await store.close();
       await nc.close();
     }
@@ -563,16 +548,7 @@ Deno.test({
     const store = await openJetStream(config, keptLog("error").log);
     const nc = await connect({ servers: cluster.urls });
     const jsm = await jetstreamManager(nc);
-    const api = Object.getPrototypeOf(jsm.streams) as { getMessage: (...a: unknown[]) => unknown };
-    const original = api.getMessage;
-    let failLookups = 1;
-    api.getMessage = function (this: unknown, ...args: unknown[]) {
-      const query = args[1] as { last_by_subj?: string };
-      if (query.last_by_subj !== undefined && failLookups-- > 0) {
-        return Promise.reject(new Error("injected: the lookup timed out"));
-      }
-      return original.apply(this, args);
-    };
+    const restoreLookups = failNextLookup(jsm);
     try {
       const b1 = oneRunBatch(6, 41n, 1, 3);
       const b2 = oneRunBatch(6, 41n, 4, 6);
@@ -586,7 +562,7 @@ Deno.test({
       await store.append(b2);
       equal(await store.lastStored(6, 41n), 6);
     } finally {
-      api.getMessage = original;
+      restoreLookups();
       await store.close();
       await nc.close();
     }

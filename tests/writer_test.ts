@@ -401,18 +401,23 @@ class HeldStore extends FakeStore {
   }
 }
 
-Deno.test("Writer gives a pipelined store several batches at once and acks them in batch order", async () => {
-  const store = new HeldStore(3);
+/** A writer of 2 records a batch over `store`, running. */
+function pipelinedRig(store: HeldStore, writeRetryMs: number) {
   const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
   const writer = new Writer(queue, store, {
     ackMode: "written",
     msgPerWrite: 2,
     flushIntervalMs: 0,
     maxFileBytes: 0,
-    writeRetryMs: 100,
+    writeRetryMs,
     log: new Logger("error", () => {}),
   });
-  const done = writer.run();
+  return { queue, writer, done: writer.run() };
+}
+
+Deno.test("Writer gives a pipelined store several batches at once and acks them in batch order", async () => {
+  const store = new HeldStore(3);
+  const { queue, writer, done } = pipelinedRig(store, 100);
   const a = new Source(1, 7n);
   const b = new Source(2, 9n);
   queue.tryPush(entry(a, [1, 2]));
@@ -459,16 +464,7 @@ Deno.test("Writer gives a pipelined store several batches at once and acks them 
 Deno.test("Writer refuses a failed pipelined batch and acks the ones around it, in order", async () => {
   const store = new HeldStore(2);
   store.refused.add("1 3 n p3\n1 4 n p4\n");
-  const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
-  const writer = new Writer(queue, store, {
-    ackMode: "written",
-    msgPerWrite: 2,
-    flushIntervalMs: 0,
-    maxFileBytes: 0,
-    writeRetryMs: 50,
-    log: new Logger("error", () => {}),
-  });
-  const done = writer.run();
+  const { queue, writer, done } = pipelinedRig(store, 50);
   const a = new Source(1, 7n);
   const b = new Source(2, 9n);
   queue.tryPush(entry(a, [1, 2]));

@@ -12,6 +12,19 @@ const BARE = decodeURIComponent(
 );
 const MAIN = decodeURIComponent(new URL("../../bench/load/main.ts", import.meta.url).pathname);
 
+/** The port the bare server prints on its first line. */
+async function portOf(server: Deno.ChildProcess): Promise<string> {
+  const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the bare server exited before its port: ${text}`);
+    text += value;
+  }
+  reader.releaseLock();
+  return text.trim();
+}
+
 for (const durable of [false, true]) {
   Deno.test(`the bare server of the throughput floor${durable ? " (--durable)" : ""} acks what the load tool sends and writes it`, async () => {
     await withTempDir("msgserver_bare_test_", async (dir) => {
@@ -28,15 +41,7 @@ for (const durable of [false, true]) {
         stderr: "inherit",
       }).spawn();
       try {
-        const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-        let text = "";
-        while (!text.includes("\n")) {
-          const { value, done } = await reader.read();
-          if (done) throw new Error(`the bare server exited before its port: ${text}`);
-          text += value;
-        }
-        reader.releaseLock();
-        const port = text.trim();
+        const port = await portOf(server);
         const args = ["--port", port, "--connections", "3", "--window", "8", "--count", "300"];
         const run = await new Deno.Command(Deno.execPath(), {
           args: ["run", "-A", MAIN, ...args, "--json"],
@@ -73,15 +78,7 @@ Deno.test("the bare server's --legacy mode answers the legacy-latency preset and
       stderr: "inherit",
     }).spawn();
     try {
-      const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`the bare server exited before its port: ${text}`);
-        text += value;
-      }
-      reader.releaseLock();
-      const port = text.trim();
+      const port = await portOf(server);
       const run = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
