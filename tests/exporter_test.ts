@@ -3,6 +3,7 @@
 // itself does is in export_test.ts.
 import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import { exportStream, type ExportSummary } from "../src/export/exporter.ts";
+import { SessionMarks } from "../src/export/session_marks.ts";
 import {
   ExportOutput,
   formatResumePoint,
@@ -18,10 +19,17 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 const STREAM = { stream: "MSGS", created: "2026-12-01T00:00:00Z", startAfter: 0 };
 
-/** Message `seq`: two lines of client 1. */
+/** Message `seq`: two lines of client 1, session 7, published after message `seq - 1`. */
 function message(seq: number): SourceMessage {
   const text = `1 ${2 * seq - 1} client_1 m${seq}a\n1 ${2 * seq} client_1 m${seq}b\n`;
-  return { seq, subject: "msgs.1.7", data: enc.encode(text), last: 2 * seq, records: 2 };
+  return {
+    seq,
+    subject: "msgs.1.7",
+    data: enc.encode(text),
+    last: 2 * seq,
+    records: 2,
+    expected: seq - 1,
+  };
 }
 
 function stream(n: number): SourceMessage[] {
@@ -92,6 +100,73 @@ Deno.test("exportStream() writes messages in stream order, once, skipping redeli
       bytes: linesOf([1, 2, 3, 4, 5]).length,
     });
   });
+});
+
+/** A message of session `subject` holding msg_ids `ids`, published expecting `expected`. */
+function sessionMessage(
+  seq: number,
+  subject: string,
+  ids: number[],
+  expected: number | null,
+): SourceMessage {
+  const client = subject.split(".")[1];
+  const text = ids.map((id) => `${client} ${id} n p${id}@${seq}\n`).join("");
+  return { seq, subject, data: enc.encode(text), last: ids.at(-1)!, records: ids.length, expected };
+}
+
+Deno.test("exportStream() writes once the records of a session the stream holds twice", async () => {
+  await withTempDir("msgserver_exporter_test_", async (dir) => {
+    const path = `${dir}/out.log`;
+    const logs: string[] = [];
+    const messages = [
+      sessionMessage(1, "msgs.1.7", [1, 2], 0),
+      sessionMessage(2, "msgs.2.7", [1], 0),
+      sessionMessage(3, "msgs.1.7", [3, 4], 1),
+      // Two publishes that both expected sequence 3 (the 2.9.10 race): a whole repeat of 3 and
+      // 4, then one that repeats 4 and goes on.
+      sessionMessage(4, "msgs.1.7", [3, 4], 1),
+      sessionMessage(5, "msgs.1.7", [4, 5, 6], 3),
+      sessionMessage(6, "msgs.2.7", [2], 2),
+      // Expecting nothing: the session starts again (its messages were removed by the stream's
+      // limits), numbering from 1.
+      sessionMessage(7, "msgs.1.7", [1, 2], 0),
+      // No expectation (not a session's message): written as it is.
+      sessionMessage(8, "msgs.1.7", [2], null),
+      // A line that is not msgserver's stops the leaving out: it and the rest are written.
+      { ...sessionMessage(9, "msgs.1.7", [2, 3], 7), data: enc.encode("1 2 n x\nnot lines\n") },
+    ];
+    const source = new FakeSource(messages, [[1, 2, 3, 4], [5, 6, 7, 8, 9]]);
+    const summary = await run(path, source, { until: 9, log: quietLog(logs) });
+    equal(
+      await Deno.readTextFile(path),
+      "1 1 n p1@1\n1 2 n p2@1\n2 1 n p1@2\n1 3 n p3@3\n1 4 n p4@3\n1 5 n p5@5\n1 6 n p6@5\n" +
+        "2 2 n p2@6\n1 1 n p1@7\n1 2 n p2@7\n1 2 n p2@8\nnot lines\n",
+    );
+    equal(summary.doubled, 4);
+    equal(summary.records, 12);
+    equal(summary.messages, 8);
+    equal(summary.endSeq, 9);
+    deepStrictEqual(source.commits, [4, 9]);
+    ok(
+      logs.some((l) =>
+        /WARN records the stream holds twice: written once seq=4 subject=msgs\.1\.7 lines_left_out=2/
+          .test(l)
+      ),
+      logs.join(""),
+    );
+  });
+});
+
+Deno.test("SessionMarks forgets the least recently written session past its bound", () => {
+  const marks = new SessionMarks(2);
+  equal(marks.cut(sessionMessage(1, "msgs.1.7", [1, 2], 0)), 0);
+  equal(marks.cut(sessionMessage(2, "msgs.2.7", [1, 2], 0)), 0);
+  equal(marks.cut(sessionMessage(3, "msgs.1.7", [2], 1)), 11); // 1's mark is kept: "1 2 n p2@3\n" left out
+  equal(marks.cut(sessionMessage(4, "msgs.3.7", [1], 0)), 0); // 2 is now the oldest: forgotten
+  equal(marks.size, 2);
+  equal(marks.cut(sessionMessage(5, "msgs.2.7", [2], 2)), 0); // no mark: written
+  equal(marks.cut(sessionMessage(6, "msgs.3.7", [1, 2], 4)), 11); // 3 kept: "3 1 n p1@6\n" left out
+  equal(marks.cut(sessionMessage(7, "msgs.1.7", [2, 3], 3)), 0); // 1 went when 2 came back
 });
 
 Deno.test("exportStream() reads missing sequences from the stream and writes them in place", async () => {

@@ -17,6 +17,7 @@ function message(seq: number, client: number, ids: number[]): SourceMessage {
     data: enc.encode(text),
     last: ids.at(-1)!,
     records: ids.length,
+    expected: null,
   };
 }
 

@@ -50,6 +50,9 @@ async function fill(
     const pad = "x".repeat(payloadBytes);
     let id = 0;
     let messages = 0;
+    // Each session's message names the sequence of the one before, as msgserver's do (the
+    // stream checks it, and the exporter reads it).
+    const lastSeqOf = new Map<number, number>();
     let bytes = 0;
     while (id < records) {
       const clientId = 1 + (messages % 16);
@@ -67,6 +70,8 @@ async function fill(
       h.set(Header.LAST, `${id}`);
       h.set(Header.RECORDS, `${n}`);
       h.set(Header.MSG_ID, sessionMsgId(clientId, 1n, first, id));
+      h.set(Header.EXPECTED_LAST_SUBJECT_SEQUENCE, `${lastSeqOf.get(clientId) ?? 0}`);
+      lastSeqOf.set(clientId, messages + 1); // one publisher, a fresh stream: seqs in order
       nc.publish(sessionSubject("msgs", clientId, 1n), data, { headers: h });
       sink(data);
       messages++;

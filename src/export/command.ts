@@ -72,6 +72,7 @@ function summaryFields(s: ExportSummary): Record<string, unknown> {
     from_seq: s.startSeq + 1,
     to_seq: s.endSeq,
     redelivered: s.redelivered,
+    doubled: s.doubled,
     filled: s.filled,
     ms: Math.round(s.ms),
     records_per_s: s.ms > 0 ? Math.round(s.records / (s.ms / 1000)) : 0,

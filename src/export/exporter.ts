@@ -9,6 +9,10 @@
  * lines of one batch go out in one write, then the resume point (see `output.ts`), then the
  * source's acknowledgement.
  *
+ * A session's records that the stream holds twice (a race of nats-server 2.9.10, see
+ * `session_marks.ts`) are written once: the lines at or below the highest msg_id already written
+ * for the session in this run are left out, and counted.
+ *
  * Without `follow` it stops once the output holds sequence `until` (the stream's last when the
  * export began); with it, it goes on until `signal` aborts.
  *
@@ -17,6 +21,7 @@
 
 import type { Logger } from "../log.ts";
 import type { ExportOutput } from "./output.ts";
+import { SessionMarks } from "./session_marks.ts";
 import { ExportError, type SourceMessage, type StreamSource } from "./source.ts";
 
 const LF = 0x0a;
@@ -48,6 +53,8 @@ export interface ExportSummary {
   bytes: number;
   /** Messages given again and skipped. */
   redelivered: number;
+  /** Lines left out: records of a session the stream holds twice, written once. */
+  doubled: number;
   /** Missing sequences read from the stream and written in their place. */
   filled: number;
   /** Milliseconds from start to end. */
@@ -132,6 +139,7 @@ export async function exportStream(
     records: 0,
     bytes: 0,
     redelivered: 0,
+    doubled: 0,
     filled: 0,
     ms: 0,
     interrupted: false,
@@ -139,6 +147,7 @@ export async function exportStream(
   const stop = aborted(signal).then(() => [] as SourceMessage[]);
   const stopping = () => signal?.aborted === true;
   const batch = new Batch();
+  const marks = new SessionMarks();
   let nextProgress = started + progressMs;
   let progressRecords = 0;
   let progressAt = started;
@@ -155,10 +164,25 @@ export async function exportStream(
           `with a line feed, so it is not msgserver's lines; the output ends at sequence ${last}`,
       );
     }
-    batch.add(data);
-    summary.messages++;
-    summary.records += m.records ?? countLines(data);
     last = m.seq;
+    const cut = marks.cut(m);
+    if (cut === 0) {
+      batch.add(data);
+      summary.messages++;
+      summary.records += m.records ?? countLines(data);
+      return;
+    }
+    const doubled = countLines(data.subarray(0, cut));
+    summary.doubled += doubled;
+    log.throttled("export:doubled", 1000, "warn", "records the stream holds twice: written once", {
+      seq: m.seq,
+      subject: m.subject,
+      lines_left_out: doubled,
+    });
+    if (cut === data.length) return;
+    batch.add(data.subarray(cut));
+    summary.messages++;
+    summary.records += countLines(data) - doubled;
   };
 
   const write = async () => {

@@ -50,7 +50,13 @@ import {
 import { delay } from "../io/within.ts";
 import type { Logger } from "../log.ts";
 import { lastIdOf } from "../store/jetstream_layout.ts";
-import { ExportError, recordsOf, type SourceMessage, type StreamSource } from "./source.ts";
+import {
+  expectedOf,
+  ExportError,
+  recordsOf,
+  type SourceMessage,
+  type StreamSource,
+} from "./source.ts";
 
 /** Most messages asked for in one fetch. */
 export const FETCH_MAX_MESSAGES = 4096;
@@ -244,6 +250,7 @@ function sameMessage(a: SourceMessage, b: SourceMessage): boolean {
  *   data: new TextEncoder().encode(text),
  *   last: null,
  *   records: 1,
+ *   expected: null,
  * });
  * const leader = new Map([[1, m(1, "1 1 a x\n")], [2, m(2, "1 2 a y\n")]]);
  * const replaced = await checkAgainstLeader(
@@ -283,6 +290,7 @@ function toSource(m: JsMsg | StoredMsg, seq: number): SourceMessage {
     data: m.data,
     last: lastIdOf(header),
     records: recordsOf(header),
+    expected: expectedOf(header),
   };
 }
 

@@ -12,6 +12,12 @@ import { Header, type StoredMessage } from "../store/jetstream_layout.ts";
 export interface SourceMessage extends StoredMessage {
   /** `Msgserver-Records`: how many lines `data` holds; null when the header is absent. */
   records: number | null;
+  /**
+   * `Nats-Expected-Last-Subject-Sequence`: the sequence at which its publisher saw the subject's
+   * previous message (0: none); null when the header is absent (a message without a session, or
+   * one msgserver did not publish).
+   */
+  expected: number | null;
 }
 
 /**
@@ -88,4 +94,19 @@ export class ExportError extends Error {
 export function recordsOf(header: (name: string) => string): number | null {
   const text = header(Header.RECORDS);
   return /^\d{1,10}$/.test(text) ? Number(text) : null;
+}
+
+/**
+ * Reads `Nats-Expected-Last-Subject-Sequence` from a header lookup; null when absent or not a
+ * sequence.
+ *
+ * @example
+ * ```ts
+ * import { expectedOf } from "./source.ts";
+ * expectedOf((name) => name === "Nats-Expected-Last-Subject-Sequence" ? "12" : ""); // 12
+ * ```
+ */
+export function expectedOf(header: (name: string) => string): number | null {
+  const text = header(Header.EXPECTED_LAST_SUBJECT_SEQUENCE);
+  return /^\d{1,15}$/.test(text) ? Number(text) : null;
 }

@@ -15,6 +15,9 @@
  * - `Msgserver-First`, `Msgserver-Last`: the first and last msg_id in it (a session's last
  *   stored msg_id is the `Msgserver-Last` of the last message on its subject).
  * - `Msgserver-Records`: how many lines it holds.
+ * - `Nats-Expected-Last-Subject-Sequence` (a session's messages): the stream sequence of the
+ *   subject's previous message as the publisher saw it (0: none), so that JetStream refuses a
+ *   message whose publisher is behind; the stream keeps it with the message.
  *
  * @module
  */
@@ -25,6 +28,7 @@ export const Header = {
   FIRST: "Msgserver-First",
   LAST: "Msgserver-Last",
   RECORDS: "Msgserver-Records",
+  EXPECTED_LAST_SUBJECT_SEQUENCE: "Nats-Expected-Last-Subject-Sequence",
 } as const;
 
 /**
@@ -110,3 +114,35 @@ export function lastIdOf(header: (name: string) => string): number | null {
   const n = Number(text);
   return n <= 0xffffffff ? n : null;
 }
+
+/**
+ * The msg_id of the line starting at `at` in `lines` (its second field), or -1 when the line has
+ * none (it is not msgserver's `<client_id> <msg_id> <name> <payload>\n`).
+ *
+ * @example
+ * ```ts
+ * import { lineMsgId } from "./jetstream_layout.ts";
+ * const lines = new TextEncoder().encode("7 41 a x\n7 42 a y\n");
+ * lineMsgId(lines, 9); // 42
+ * ```
+ */
+export function lineMsgId(lines: Uint8Array, at: number): number {
+  const end = lines.length;
+  let i = at;
+  while (i < end && lines[i] !== SPACE) {
+    if (lines[i] === LF) return -1;
+    i++;
+  }
+  let id = 0;
+  const start = ++i;
+  for (; i < end && lines[i] !== SPACE; i++) {
+    const digit = lines[i]! - ZERO;
+    if (digit < 0 || digit > 9) return -1;
+    id = id * 10 + digit;
+  }
+  return i > start && i < end ? id : -1;
+}
+
+const LF = 0x0a;
+const SPACE = 0x20;
+const ZERO = 0x30;

@@ -25,6 +25,7 @@ import {
   Header,
   lastIdOf,
   legacySubject,
+  lineMsgId,
   sessionMsgId,
   sessionSubject,
 } from "./jetstream_layout.ts";
@@ -75,7 +76,6 @@ interface SessionState {
   refusedFrom: number;
 }
 
-const EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence";
 /** A session's state when its lookup failed: the next attempt looks it up first. */
 const UNKNOWN_SEQ = -1;
 
@@ -91,7 +91,6 @@ const ignore = () => {};
 /** How many times a stale expectation is corrected within one append before it fails. */
 const CORRECTIONS = 3;
 const LF = 0x0a;
-const SPACE = 0x20;
 
 /**
  * The JetStream stream as a {@linkcode Store}.
@@ -348,7 +347,7 @@ export class JetStreamStore implements Store {
       h.set(Header.FIRST, String(first));
       h.set(Header.LAST, String(last));
       h.set(Header.RECORDS, String(records));
-      h.set(EXPECTED_LAST_SUBJECT_SEQUENCE, String(state.seq));
+      h.set(Header.EXPECTED_LAST_SUBJECT_SEQUENCE, String(state.seq));
       try {
         const ack = await this.#timed(part.subject, lines, h);
         this.#remember(part.subject, { seq: ack.seq, last, refusedFrom: Infinity });
@@ -480,15 +479,6 @@ function joined(slices: Uint8Array[]): Uint8Array {
   return slices.length === 1 ? slices[0]! : concat(slices);
 }
 
-/** The msg_id of the line starting at `at` (its second field). */
-function msgIdAt(lines: Uint8Array, at: number): number {
-  let i = at;
-  while (lines[i] !== SPACE) i++;
-  let id = 0;
-  for (i++; lines[i] !== SPACE; i++) id = id * 10 + lines[i]! - 0x30;
-  return id;
-}
-
 /** The lines of a part whose msg_id is above `after`, with their first and last msg_id. */
 function linesAfter(
   part: Part,
@@ -502,13 +492,13 @@ function linesAfter(
   if (after < first) return { lines: all, first, last, records };
   let at = 0;
   let kept = records;
-  while (at < all.length && msgIdAt(all, at) <= after) {
+  while (at < all.length && lineMsgId(all, at) <= after) {
     at = all.indexOf(LF, at) + 1;
     kept--;
   }
   return {
     lines: all.subarray(at),
-    first: at < all.length ? msgIdAt(all, at) : last,
+    first: at < all.length ? lineMsgId(all, at) : last,
     last,
     records: kept,
   };
