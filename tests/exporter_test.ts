@@ -108,9 +108,10 @@ function sessionMessage(
   subject: string,
   ids: number[],
   expected: number | null,
+  tag = "",
 ): SourceMessage {
   const client = subject.split(".")[1];
-  const text = ids.map((id) => `${client} ${id} n p${id}@${seq}\n`).join("");
+  const text = ids.map((id) => `${client} ${id} n p${id}${tag}\n`).join("");
   return { seq, subject, data: enc.encode(text), last: ids.at(-1)!, records: ids.length, expected };
 }
 
@@ -132,24 +133,67 @@ Deno.test("exportStream() writes once the records of a session the stream holds 
       sessionMessage(7, "msgs.1.7", [1, 2], 0),
       // No expectation (not a session's message): written as it is.
       sessionMessage(8, "msgs.1.7", [2], null),
-      // A line that is not msgserver's stops the leaving out: it and the rest are written.
+      // msg_id 2 again with another record (a client numbering afresh from a stale WELCOME): it is
+      // written; and a line that is not msgserver's stops the leaving out.
       { ...sessionMessage(9, "msgs.1.7", [2, 3], 7), data: enc.encode("1 2 n x\nnot lines\n") },
+      sessionMessage(10, "msgs.1.7", [2], 9),
     ];
-    const source = new FakeSource(messages, [[1, 2, 3, 4], [5, 6, 7, 8, 9]]);
-    const summary = await run(path, source, { until: 9, log: quietLog(logs) });
+    const source = new FakeSource(messages, [[1, 2, 3, 4], [5, 6, 7, 8, 9, 10]]);
+    const summary = await run(path, source, { until: 10, log: quietLog(logs) });
     equal(
       await Deno.readTextFile(path),
-      "1 1 n p1@1\n1 2 n p2@1\n2 1 n p1@2\n1 3 n p3@3\n1 4 n p4@3\n1 5 n p5@5\n1 6 n p6@5\n" +
-        "2 2 n p2@6\n1 1 n p1@7\n1 2 n p2@7\n1 2 n p2@8\nnot lines\n",
+      "1 1 n p1\n1 2 n p2\n2 1 n p1\n1 3 n p3\n1 4 n p4\n1 5 n p5\n1 6 n p6\n2 2 n p2\n" +
+        "1 1 n p1\n1 2 n p2\n1 2 n p2\n1 2 n x\nnot lines\n",
     );
     equal(summary.doubled, 4);
-    equal(summary.records, 12);
+    // The doubles of 4 and 5 break their session's chain: their batch is read again from the
+    // leader, whose messages are the same, and the leader is asked for the one both expected.
+    equal(summary.reread, 2);
+    equal(summary.records, 13);
     equal(summary.messages, 8);
-    equal(summary.endSeq, 9);
-    deepStrictEqual(source.commits, [4, 9]);
+    equal(summary.endSeq, 10);
+    deepStrictEqual(source.commits, [4, 10]);
+    const warned = (re: RegExp) => ok(logs.some((l) => re.test(l)), `${re}\n${logs.join("")}`);
+    warned(
+      /WARN records the stream holds twice: written once seq=4 subject=msgs\.1\.7 lines_left_out=2/,
+    );
+    warned(
+      /WARN msg_ids written before, with other records: written too seq=9 subject=msgs\.1\.7 lines=1/,
+    );
+  });
+});
+
+/** Sessions 1 and 2 in turn, as the leader holds them; at 3, 2's message that the leader never took. */
+function divergedStream(): { leader: SourceMessage[]; replica: Map<number, SourceMessage> } {
+  return {
+    leader: [
+      sessionMessage(1, "msgs.1.7", [1, 2], 0),
+      sessionMessage(2, "msgs.2.7", [1], 0),
+      sessionMessage(3, "msgs.1.7", [3], 1),
+      sessionMessage(4, "msgs.2.7", [2], 2),
+      sessionMessage(5, "msgs.1.7", [4], 3),
+    ],
+    replica: new Map([[3, sessionMessage(3, "msgs.2.7", [2], 2)]]),
+  };
+}
+
+Deno.test("exportStream() reads a batch again from the leader when a session's messages do not follow on", async () => {
+  await withTempDir("msgserver_exporter_test_", async (dir) => {
+    const path = `${dir}/out.log`;
+    const logs: string[] = [];
+    const { leader, replica } = divergedStream();
+    const source = new FakeSource(leader, [[1, 2], [3, 4, 5]], { replica });
+    const summary = await run(path, source, { until: 5, log: quietLog(logs) });
+    equal(
+      await Deno.readTextFile(path),
+      "1 1 n p1\n1 2 n p2\n2 1 n p1\n1 3 n p3\n2 2 n p2\n1 4 n p4\n",
+    );
+    equal(summary.reread, 1);
+    equal(summary.doubled, 0);
+    deepStrictEqual(source.gets, [3, 4, 5]);
     ok(
       logs.some((l) =>
-        /WARN records the stream holds twice: written once seq=4 subject=msgs\.1\.7 lines_left_out=2/
+        /WARN a session's messages do not follow on: reading the batch from the stream's leader seq=4 subject=msgs\.2\.7 expected=2 seen=3/
           .test(l)
       ),
       logs.join(""),
@@ -157,15 +201,51 @@ Deno.test("exportStream() writes once the records of a session the stream holds 
   });
 });
 
+Deno.test("exportStream() stops when the output already holds a message the leader does not", async () => {
+  await withTempDir("msgserver_exporter_test_", async (dir) => {
+    const path = `${dir}/out.log`;
+    const { leader, replica } = divergedStream();
+    // The wrong message ends a batch, so it is written before anything shows it wrong.
+    const source = new FakeSource(leader, [[1, 2, 3], [4, 5]], { replica });
+    await rejects(run(path, source, { until: 5 }), (e: unknown) => {
+      ok(e instanceof ExportError, String(e));
+      equal(e.reason, "replica");
+      ok(/output holds at sequence 3 a message other than the stream leader's/.test(e.message));
+      ok(/output ends at sequence 3: export again into a new file/.test(e.message), e.message);
+      return true;
+    });
+    equal(await Deno.readTextFile(path), "1 1 n p1\n1 2 n p2\n2 1 n p1\n2 2 n p2\n");
+    equal((await resumePoint(path)).seq, 3);
+  });
+});
+
+Deno.test("exportStream() stops when a session's previous message at the leader is not the one written there", async () => {
+  await withTempDir("msgserver_exporter_test_", async (dir) => {
+    const path = `${dir}/out.log`;
+    const { leader } = divergedStream();
+    // At 3 the replica holds a third session's first message in place of session 1's: nothing
+    // shows it until session 1's next message expects its previous one at 3.
+    const replica = new Map([[3, sessionMessage(3, "msgs.3.7", [1], 0)]]);
+    const source = new FakeSource(leader, [[1, 2, 3], [4, 5]], { replica });
+    await rejects(run(path, source, { until: 5 }), (e: unknown) => {
+      ok(e instanceof ExportError, String(e));
+      equal(e.reason, "replica");
+      ok(/sequence 5 \(subject "msgs\.1\.7"\): the output holds at sequence 3/.test(e.message));
+      return true;
+    });
+    deepStrictEqual(source.gets, [4, 5, 3]);
+  });
+});
+
 Deno.test("SessionMarks forgets the least recently written session past its bound", () => {
   const marks = new SessionMarks(2);
   equal(marks.cut(sessionMessage(1, "msgs.1.7", [1, 2], 0)), 0);
   equal(marks.cut(sessionMessage(2, "msgs.2.7", [1, 2], 0)), 0);
-  equal(marks.cut(sessionMessage(3, "msgs.1.7", [2], 1)), 11); // 1's mark is kept: "1 2 n p2@3\n" left out
+  equal(marks.cut(sessionMessage(3, "msgs.1.7", [2], 1)), 9); // 1's mark is kept: "1 2 n p2\n" at or below it
   equal(marks.cut(sessionMessage(4, "msgs.3.7", [1], 0)), 0); // 2 is now the oldest: forgotten
   equal(marks.size, 2);
   equal(marks.cut(sessionMessage(5, "msgs.2.7", [2], 2)), 0); // no mark: written
-  equal(marks.cut(sessionMessage(6, "msgs.3.7", [1, 2], 4)), 11); // 3 kept: "3 1 n p1@6\n" left out
+  equal(marks.cut(sessionMessage(6, "msgs.3.7", [1, 2], 4)), 9); // 3 kept: "3 1 n p1\n" at or below it
   equal(marks.cut(sessionMessage(7, "msgs.1.7", [2, 3], 3)), 0); // 1 went when 2 came back
 });
 

@@ -73,6 +73,7 @@ function summaryFields(s: ExportSummary): Record<string, unknown> {
     to_seq: s.endSeq,
     redelivered: s.redelivered,
     doubled: s.doubled,
+    reread: s.reread,
     filled: s.filled,
     ms: Math.round(s.ms),
     records_per_s: s.ms > 0 ? Math.round(s.records / (s.ms / 1000)) : 0,

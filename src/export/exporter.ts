@@ -13,6 +13,14 @@
  * `session_marks.ts`) are written once: the lines at or below the highest msg_id already written
  * for the session in this run are left out, and counted.
  *
+ * Each session's message names the sequence of the one before it, so a batch is checked before
+ * it is written: a message that does not follow on from where its session was last seen means
+ * the batch came from a replica that disagrees with the leader (or has a message missing), and
+ * the batch is read again from the stream's leader. If the leader's messages do not follow on
+ * either, the leader is asked for the one in question: a race's double is written once, a
+ * message removed since is passed over, and one showing that the output already holds another
+ * message at that sequence stops the export (exit 1) rather than go on from a wrong output.
+ *
  * Without `follow` it stops once the output holds sequence `until` (the stream's last when the
  * export began); with it, it goes on until `signal` aborts.
  *
@@ -21,7 +29,8 @@
 
 import type { Logger } from "../log.ts";
 import type { ExportOutput } from "./output.ts";
-import { SessionMarks } from "./session_marks.ts";
+import { lineMsgId } from "../store/jetstream_layout.ts";
+import { type ChainBreak, SessionMarks } from "./session_marks.ts";
 import { ExportError, type SourceMessage, type StreamSource } from "./source.ts";
 
 const LF = 0x0a;
@@ -57,6 +66,8 @@ export interface ExportSummary {
   doubled: number;
   /** Missing sequences read from the stream and written in their place. */
   filled: number;
+  /** Batches read again from the stream's leader: a session's messages did not follow on. */
+  reread: number;
   /** Milliseconds from start to end. */
   ms: number;
   /** True when it stopped because `signal` aborted (before the end, without `follow`). */
@@ -141,6 +152,7 @@ export async function exportStream(
     redelivered: 0,
     doubled: 0,
     filled: 0,
+    reread: 0,
     ms: 0,
     interrupted: false,
   };
@@ -155,7 +167,27 @@ export async function exportStream(
   /** The seq of the last message taken into the batch. */
   let last = output.seq;
 
-  const take = (m: SourceMessage) => {
+  /**
+   * The lines of `data` before `cut` (msg_ids written before) that are not byte for byte the
+   * line of their msg_id in one of the session's `earlier` messages, read from the stream.
+   */
+  const notRepeated = async (subject: string, data: Uint8Array, cut: number, earlier: number[]) => {
+    const copies: Uint8Array[] = [];
+    for (const seq of earlier) {
+      const held = await source.get(seq);
+      if (held !== null && held.subject === subject) copies.push(held.data);
+    }
+    const kept: Uint8Array[] = [];
+    for (let at = 0; at < cut;) {
+      const end = data.indexOf(LF, at) + 1;
+      const line = data.subarray(at, end);
+      if (!copies.some((copy) => holdsLine(copy, lineMsgId(line, 0), line))) kept.push(line);
+      at = end;
+    }
+    return kept;
+  };
+
+  const take = async (m: SourceMessage) => {
     const data = m.data;
     if (data.length > 0 && data[data.length - 1] !== LF) {
       throw new ExportError(
@@ -172,17 +204,90 @@ export async function exportStream(
       summary.records += m.records ?? countLines(data);
       return;
     }
-    const doubled = countLines(data.subarray(0, cut));
-    summary.doubled += doubled;
-    log.throttled("export:doubled", 1000, "warn", "records the stream holds twice: written once", {
+    const differing = await notRepeated(m.subject, data, cut, marks.recent(m.subject, m.seq));
+    const repeated = countLines(data.subarray(0, cut)) - differing.length;
+    summary.doubled += repeated;
+    if (repeated > 0) {
+      log.throttled(
+        "export:doubled",
+        1000,
+        "warn",
+        "records the stream holds twice: written once",
+        {
+          seq: m.seq,
+          subject: m.subject,
+          lines_left_out: repeated,
+        },
+      );
+    }
+    if (differing.length > 0) {
+      log.warn("msg_ids written before, with other records: written too", {
+        seq: m.seq,
+        subject: m.subject,
+        lines: differing.length,
+      });
+    }
+    for (const line of differing) batch.add(line);
+    if (cut < data.length) batch.add(data.subarray(cut));
+    const lines = countLines(data) - repeated;
+    if (lines > 0) summary.messages++;
+    summary.records += lines;
+  };
+
+  /** `messages` as the stream's leader holds them, from `last + 1` to the last of them. */
+  const fromLeader = async (messages: SourceMessage[]): Promise<SourceMessage[]> => {
+    let end = last;
+    for (const m of messages) end = Math.max(end, m.seq);
+    const read: SourceMessage[] = [];
+    for (let seq = last + 1; seq <= end; seq++) {
+      const held = await source.get(seq);
+      if (held === null) break; // a gap: met as one when the next batch comes
+      read.push(held);
+    }
+    return read;
+  };
+
+  /** A break in the leader's own messages: taken, or an error when the output is wrong. */
+  const judge = async ({ message: m, seen }: ChainBreak) => {
+    const expected = m.expected!;
+    // Where the leader's chain and the output's disagree: the leader's previous message of the
+    // session, or the one the output took for it.
+    const at = expected > seen ? expected : seen;
+    const held = await source.get(at);
+    const mine = held !== null && held.subject === m.subject;
+    if (expected > seen ? mine : held !== null && !mine) {
+      throw new ExportError(
+        "replica",
+        `Cannot export stream sequence ${m.seq} (subject "${m.subject}"): the output holds at ` +
+          `sequence ${at} a message other than the stream leader's (it was read from a replica ` +
+          `that disagreed with the leader), so it is wrong from sequence ${at} on; the output ` +
+          `ends at sequence ${output.seq}: export again into a new file`,
+      );
+    }
+    log.warn("a session's messages do not follow on at the stream's leader either: taken", {
       seq: m.seq,
       subject: m.subject,
-      lines_left_out: doubled,
+      expected,
+      seen,
+      why: expected > seen ? "the one expected is gone" : "two expected the same one",
     });
-    if (cut === data.length) return;
-    batch.add(data.subarray(cut));
-    summary.messages++;
-    summary.records += countLines(data) - doubled;
+  };
+
+  /** `messages`, or the leader's in their place when a session's do not follow on. */
+  const followingOn = async (messages: SourceMessage[]): Promise<SourceMessage[]> => {
+    const breaks = marks.breaks(messages, last);
+    if (breaks.length === 0) return messages;
+    const { message: m, seen } = breaks[0]!;
+    log.warn("a session's messages do not follow on: reading the batch from the stream's leader", {
+      seq: m.seq,
+      subject: m.subject,
+      expected: m.expected,
+      seen,
+    });
+    summary.reread++;
+    const read = await fromLeader(messages);
+    for (const b of marks.breaks(read, last)) if (!b.inBatch) await judge(b);
+    return read;
   };
 
   const write = async () => {
@@ -215,6 +320,7 @@ export async function exportStream(
       messages = [missing];
     }
     try {
+      messages = await followingOn(messages);
       for (const m of messages) {
         if (m.seq <= last) {
           summary.redelivered++;
@@ -226,9 +332,9 @@ export async function exportStream(
           if (got === null || got.seq !== seq) throw gapError(seq, m.seq, last);
           log.warn("gap filled from the stream", { seq, next: m.seq });
           summary.filled++;
-          take(got);
+          await take(got);
         }
-        take(m);
+        await take(m);
       }
     } finally {
       // Whatever came before a failure is good: write it, so the output ends just before it.
@@ -250,6 +356,21 @@ export async function exportStream(
   }
   summary.ms = performance.now() - started;
   return summary;
+}
+
+/** Whether `lines` holds a line with msg_id `msgId` that is `line`, byte for byte. */
+function holdsLine(lines: Uint8Array, msgId: number, line: Uint8Array): boolean {
+  for (let at = 0; at < lines.length;) {
+    const lf = lines.indexOf(LF, at);
+    const end = lf < 0 ? lines.length : lf + 1;
+    if (end - at === line.length && lineMsgId(lines, at) === msgId) {
+      let same = true;
+      for (let i = 0; i < line.length && same; i++) same = lines[at + i] === line[i];
+      if (same) return true;
+    }
+    at = end;
+  }
+  return false;
 }
 
 function gapError(seq: number, next: number | null, written: number): ExportError {

@@ -5,7 +5,9 @@
  * not those still being proposed, so two publishes for one session that meet there (a session
  * moving between msgserver nodes, a leader just elected) can both be stored, the later one
  * repeating records of the earlier. The exporter keeps, per session subject, the highest msg_id it
- * has written, and leaves out the lines at or below it.
+ * has written and where its last messages were, and leaves out a line at or below that msg_id
+ * when it is byte for byte the line of that msg_id in one of them: the same msg_id with another
+ * record (a client that numbered afresh from a WELCOME the race made stale) is written.
  *
  * An expectation of 0 ("the subject holds nothing") is checked when the message is applied, so no
  * such race stores one: a message expecting 0 starts the session afresh (its earlier messages
@@ -20,13 +22,46 @@ import type { SourceMessage } from "./source.ts";
 
 /**
  * Sessions whose mark is kept, least recently written first: about 100 bytes each. Past it the
- * oldest is forgotten, and a double of that session's records would be written again.
+ * oldest is forgotten: a double of that session's records would then be written again, and its
+ * next message is not checked against the one before.
  */
 export const MAX_MARKED_SESSIONS = 262_144;
 const LF = 0x0a;
 
+/** Where the exporter last saw a session. */
+interface Mark {
+  /** The highest msg_id written. */
+  id: number;
+  /** The stream sequence of its last message taken. */
+  seq: number;
+  /** The sequences of its last {@linkcode RECENT} messages taken, oldest first. */
+  recent: number[];
+}
+
 /**
- * The highest msg_id written per session subject, in this export run.
+ * Messages of a session kept by sequence, to compare a repeated record with: a race's double
+ * repeats the one or two messages before it.
+ */
+const RECENT = 4;
+
+/**
+ * A message whose expectation disagrees with where the exporter last saw its session: a message
+ * of the session missing in between, or read from a replica that disagrees with the leader, or
+ * two messages that expected the same one (the race above).
+ */
+export interface ChainBreak {
+  message: SourceMessage;
+  /** The sequence at which the session's previous message was seen. */
+  seen: number;
+  /** True when that one is in the same batch. */
+  inBatch: boolean;
+}
+
+const NO_BREAKS: readonly ChainBreak[] = [];
+
+/**
+ * Per session subject, the highest msg_id written and the sequence of its last message, in this
+ * export run.
  *
  * @example
  * ```ts
@@ -42,11 +77,12 @@ const LF = 0x0a;
  * });
  * const marks = new SessionMarks();
  * marks.cut(m(1, "1 1 a x\n1 2 a y\n", 2, 0)); // 0: all of it
+ * marks.breaks([m(2, "1 2 a y\n1 3 a z\n", 3, 1)], 1).length; // 0: it follows on from 1
  * marks.cut(m(2, "1 2 a y\n1 3 a z\n", 3, 1)); // 8: from msg_id 3 on
  * ```
  */
 export class SessionMarks {
-  readonly #marks = new Map<string, number>();
+  readonly #marks = new Map<string, Mark>();
   readonly #max: number;
 
   /** Keeps at most `maxSessions` marks. */
@@ -60,35 +96,83 @@ export class SessionMarks {
   }
 
   /**
-   * Where the lines of `m` to write begin: 0 for all of them, `m.data.length` for none (all are at
-   * or below its session's mark), or the start of its first line above the mark. Marks the
-   * session up to `m.last`; call it once per message, in stream order.
+   * The messages of `batch` past sequence `after` (in order; others are redeliveries) whose
+   * expectation is not the sequence at which their session's previous message was seen, here or
+   * earlier in the batch. Sessions not marked, and expectations of 0, are not checked.
+   */
+  breaks(batch: readonly SourceMessage[], after: number): readonly ChainBreak[] {
+    let inBatch: Map<string, number> | null = null;
+    // From the first gap on, which sequences came (before it, all of them did).
+    let firstGap = Infinity;
+    let delivered: Set<number> | null = null;
+    let found: ChainBreak[] | null = null;
+    let at = after;
+    for (const m of batch) {
+      if (m.seq <= at) continue;
+      if (m.seq > at + 1 && delivered === null) {
+        firstGap = at + 1;
+        delivered = new Set();
+      }
+      at = m.seq;
+      delivered?.add(m.seq);
+      const expected = m.expected;
+      if (m.last === null || expected === null) continue;
+      inBatch ??= new Map();
+      const here = inBatch.get(m.subject);
+      const seen = here ?? this.#marks.get(m.subject)?.seq;
+      inBatch.set(m.subject, m.seq);
+      if (seen === undefined || expected === 0 || expected === seen) continue;
+      // One expected in a gap of the batch is not known yet: filling the gap brings it.
+      if (expected >= firstGap && !delivered!.has(expected)) continue;
+      (found ??= []).push({ message: m, seen, inBatch: here !== undefined });
+    }
+    return found ?? NO_BREAKS;
+  }
+
+  /**
+   * The sequences of the last few messages of `subject` taken before the one at `seq`, newest
+   * first: where the records at or below its mark came from.
+   */
+  recent(subject: string, seq: number): number[] {
+    const recent = this.#marks.get(subject)?.recent ?? [];
+    return recent.filter((s) => s !== seq).reverse();
+  }
+
+  /**
+   * Where the lines of `m` at or below its session's mark end: 0 when there are none, else the
+   * start of its first line above the mark (`m.data.length` when all are at or below it). Those
+   * lines repeat msg_ids written before; whether they repeat the records is for the caller to
+   * see (see {@linkcode SessionMarks.recent}). Marks the session up to `m.last` at `m.seq`;
+   * call it once per message, in stream order.
    */
   cut(m: SourceMessage): number {
     const { last, data } = m;
-    if (last === null || m.expected === null || data.length === 0) return 0;
+    if (last === null || m.expected === null) return 0;
     const marks = this.#marks;
     const mark = marks.get(m.subject);
-    if (mark !== undefined) marks.delete(m.subject); // set again below: most recent last
-    const first = lineMsgId(data, 0);
-    if (mark === undefined || m.expected === 0 || first < 0 || first > mark) {
-      this.#set(m.subject, last);
+    if (mark === undefined) {
+      marks.set(m.subject, { id: last, seq: m.seq, recent: [m.seq] });
+      if (marks.size > this.#max) marks.delete(marks.keys().next().value!);
       return 0;
     }
-    this.#set(m.subject, Math.max(mark, last));
+    marks.delete(m.subject);
+    marks.set(m.subject, mark); // most recent last
+    const before = mark.id;
+    mark.seq = m.seq;
+    if (mark.recent.push(m.seq) > RECENT) mark.recent.shift();
+    const first = data.length === 0 ? -1 : lineMsgId(data, 0);
+    if (m.expected === 0 || first < 0 || first > before) {
+      mark.id = m.expected === 0 ? last : Math.max(before, last);
+      return 0;
+    }
+    mark.id = Math.max(before, last);
     let at = 0;
     while (at < data.length) {
       const id = lineMsgId(data, at);
-      if (id < 0 || id > mark) break; // a line that is not msgserver's is written as it is
+      if (id < 0 || id > before) break; // a line that is not msgserver's is written as it is
       const lf = data.indexOf(LF, at);
       at = lf < 0 ? data.length : lf + 1;
     }
     return at;
-  }
-
-  #set(subject: string, mark: number): void {
-    const marks = this.#marks;
-    marks.set(subject, mark);
-    if (marks.size > this.#max) marks.delete(marks.keys().next().value!);
   }
 }

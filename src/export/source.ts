@@ -57,6 +57,8 @@ export type ExportFailure =
   | "output"
   /** A message is not msgserver's lines. */
   | "format"
+  /** The output holds a message the stream's leader does not (a replica that disagreed). */
+  | "replica"
   /** NATS failed (or the stream is gone) for longer than NATS_TIMEOUT_MS. */
   | "nats"
   /** Another export holds the output. */

@@ -14,6 +14,11 @@ export interface FakeSourceOptions {
   failGet?: number[];
   /** Milliseconds `next` waits before answering `[]` once the script is done; 0 by default. */
   idleMs?: number;
+  /**
+   * What `next` delivers in place of the stream's message at these sequences, as a consumer on a
+   * replica that disagrees with the leader would; `get` still answers with the stream's.
+   */
+  replica?: Map<number, SourceMessage>;
 }
 
 /** See the module comment. */
@@ -41,7 +46,7 @@ export class FakeSource implements StreamSource {
       return [];
     }
     return batch.map((seq) => {
-      const m = this.stream.get(seq);
+      const m = this.#options.replica?.get(seq) ?? this.stream.get(seq);
       if (m === undefined) throw new Error(`FakeSource: the script delivers ${seq}, not in it`);
       return m;
     });
