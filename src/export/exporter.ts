@@ -234,17 +234,23 @@ export async function exportStream(
     summary.records += lines;
   };
 
-  /** `messages` as the stream's leader holds them, from `last + 1` to the last of them. */
-  const fromLeader = async (messages: SourceMessage[]): Promise<SourceMessage[]> => {
-    let end = last;
-    for (const m of messages) end = Math.max(end, m.seq);
-    const read: SourceMessage[] = [];
-    for (let seq = last + 1; seq <= end; seq++) {
+  /**
+   * `messages` past `last`, with those from sequence `from` on as the stream's leader holds them.
+   * A sequence the leader no longer holds (its limits removed it meanwhile) ends the reading: the
+   * messages from there on stay as delivered.
+   */
+  const fromLeader = async (messages: SourceMessage[], from: number): Promise<SourceMessage[]> => {
+    const out = messages.filter((m) => m.seq > last && m.seq < from);
+    const end = messages.reduce((e, m) => Math.max(e, m.seq), last);
+    for (let seq = from; seq <= end; seq++) {
       const held = await source.get(seq);
-      if (held === null) break; // a gap: met as one when the next batch comes
-      read.push(held);
+      if (held === null) {
+        for (const m of messages) if (m.seq >= seq) out.push(m);
+        break;
+      }
+      out.push(held);
     }
-    return read;
+    return out;
   };
 
   /** A break in the leader's own messages: taken, or an error when the output is wrong. */
@@ -278,14 +284,18 @@ export async function exportStream(
     const breaks = marks.breaks(messages, last);
     if (breaks.length === 0) return messages;
     const { message: m, seen } = breaks[0]!;
-    log.warn("a session's messages do not follow on: reading the batch from the stream's leader", {
+    log.warn("a session's messages do not follow on: reading them from the stream's leader", {
       seq: m.seq,
       subject: m.subject,
       expected: m.expected,
       seen,
     });
     summary.reread++;
-    const read = await fromLeader(messages);
+    // Every message a break implicates lies at or after its session's previous one, as seen or
+    // as expected: the batch is read again from the first of those.
+    let from = Infinity;
+    for (const b of breaks) from = Math.min(from, b.seen, b.message.expected!);
+    const read = await fromLeader(messages, Math.max(from, last + 1));
     for (const b of marks.breaks(read, last)) if (!b.inBatch) await judge(b);
     return read;
   };

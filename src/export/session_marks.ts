@@ -21,7 +21,7 @@ import { lineMsgId } from "../store/jetstream_layout.ts";
 import type { SourceMessage } from "./source.ts";
 
 /**
- * Sessions whose mark is kept, least recently written first: about 100 bytes each. Past it the
+ * Sessions whose mark is kept, least recently written first: about 200 bytes each. Past it the
  * oldest is forgotten: a double of that session's records would then be written again, and its
  * next message is not checked against the one before.
  */
@@ -29,20 +29,52 @@ export const MAX_MARKED_SESSIONS = 262_144;
 const LF = 0x0a;
 
 /** Where the exporter last saw a session. */
-interface Mark {
+class Mark {
   /** The highest msg_id written. */
   id: number;
   /** The stream sequence of its last message taken. */
-  seq: number;
-  /** The sequences of its last {@linkcode RECENT} messages taken, oldest first. */
-  recent: number[];
-}
+  seq = 0;
+  // The sequences of its last four messages taken, in a ring: a race's double repeats the one or
+  // two before it. Fields, not an array: there is a mark per session, up to MAX_MARKED_SESSIONS.
+  #r0 = 0;
+  #r1 = 0;
+  #r2 = 0;
+  #r3 = 0;
+  #taken = 0;
 
-/**
- * Messages of a session kept by sequence, to compare a repeated record with: a race's double
- * repeats the one or two messages before it.
- */
-const RECENT = 4;
+  constructor(id: number, seq: number) {
+    this.id = id;
+    this.took(seq);
+  }
+
+  took(seq: number): void {
+    this.seq = seq;
+    switch (this.#taken++ & 3) {
+      case 0:
+        this.#r0 = seq;
+        break;
+      case 1:
+        this.#r1 = seq;
+        break;
+      case 2:
+        this.#r2 = seq;
+        break;
+      default:
+        this.#r3 = seq;
+    }
+  }
+
+  /** Its last messages' sequences, newest first, but `seq`. */
+  recent(seq: number): number[] {
+    const ring = [this.#r0, this.#r1, this.#r2, this.#r3];
+    const out: number[] = [];
+    for (let k = 1; k <= Math.min(this.#taken, 4); k++) {
+      const s = ring[(this.#taken - k) & 3]!;
+      if (s !== seq) out.push(s);
+    }
+    return out;
+  }
+}
 
 /**
  * A message whose expectation disagrees with where the exporter last saw its session: a message
@@ -134,8 +166,7 @@ export class SessionMarks {
    * first: where the records at or below its mark came from.
    */
   recent(subject: string, seq: number): number[] {
-    const recent = this.#marks.get(subject)?.recent ?? [];
-    return recent.filter((s) => s !== seq).reverse();
+    return this.#marks.get(subject)?.recent(seq) ?? [];
   }
 
   /**
@@ -151,15 +182,14 @@ export class SessionMarks {
     const marks = this.#marks;
     const mark = marks.get(m.subject);
     if (mark === undefined) {
-      marks.set(m.subject, { id: last, seq: m.seq, recent: [m.seq] });
+      marks.set(m.subject, new Mark(last, m.seq));
       if (marks.size > this.#max) marks.delete(marks.keys().next().value!);
       return 0;
     }
     marks.delete(m.subject);
     marks.set(m.subject, mark); // most recent last
     const before = mark.id;
-    mark.seq = m.seq;
-    if (mark.recent.push(m.seq) > RECENT) mark.recent.shift();
+    mark.took(m.seq);
     const first = data.length === 0 ? -1 : lineMsgId(data, 0);
     if (m.expected === 0 || first < 0 || first > before) {
       mark.id = m.expected === 0 ? last : Math.max(before, last);
