@@ -7,7 +7,7 @@
  */
 
 import { equal, match, ok, rejects } from "node:assert/strict";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { MsgClient } from "../src/client/client.ts";
 import { ReliableClient } from "../src/client/reliable.ts";
@@ -457,35 +457,52 @@ async function streamTexts(jsm: Awaited<ReturnType<typeof jetstreamManager>>, st
   return texts;
 }
 
+/** What {@linkcode withStore} hands a test. */
+interface StoreRig {
+  store: JetStreamStore;
+  config: Config;
+  /** A manager on a connection of the test's own, to read the stream or patch lookups. */
+  jsm: JetStreamManager;
+}
+
+/** Runs `fn` with a store on a 1-node cluster of its own; closes them afterwards. */
+async function withStore(fn: (rig: StoreRig) => Promise<void>): Promise<void> {
+  await using cluster = await startNatsCluster({ nodes: 1 });
+  const config = jetstreamConfig(cluster);
+  const store = await openJetStream(config, keptLog("error").log);
+  const nc = await connect({ servers: cluster.urls });
+  try {
+    await fn({ store, config, jsm: await jetstreamManager(nc) });
+  } finally {
+    await store.close();
+    await nc.close();
+  }
+}
+
 Deno.test({
   name: "a failed message holds its session's later batches back: its retry is stored, and first",
   ignore: !present,
   async fn() {
     // Found by review with two batches in flight: batch 1's lookup failed, batch 2 went, and
     // batch 1's retry took batch 2's msg_ids for its own as stored: acked, never stored.
-    await using cluster = await startNatsCluster({ nodes: 1 });
-    const config = jetstreamConfig(cluster);
-    const store = await openJetStream(config, keptLog("error").log);
-    const nc = await connect({ servers: cluster.urls });
-    const jsm = await jetstreamManager(nc);
-    const restoreLookups = failNextLookup(jsm);
-    try {
-      const b1 = oneRunBatch(5, 31n, 1, 3);
-      const b2 = oneRunBatch(5, 31n, 4, 6);
-      const first = await Promise.allSettled([store.append(b1), store.append(b2)]);
-      equal(first.map((r) => r.status).join(), "rejected,rejected", "batch 2 waits for batch 1");
-      await store.append(b1); // the writer's retry of batch 1
-      await store.append(b2); // then of batch 2
-      equal(await store.lastStored(5, 31n), 6);
-      equal(
-        (await streamTexts(jsm, config.NATS_STREAM)).join(""),
-        range(1, 6).map((k) => `5 ${k} s r${k}\n`).join(""),
-      );
-    } finally {
-      restoreLookups();
-      await store.close();
-      await nc.close();
-    }
+    await withStore(async ({ store, config, jsm }) => {
+      const restoreLookups = failNextLookup(jsm);
+      try {
+        const b1 = oneRunBatch(5, 31n, 1, 3);
+        const b2 = oneRunBatch(5, 31n, 4, 6);
+        const first = await Promise.allSettled([store.append(b1), store.append(b2)]);
+        equal(first.map((r) => r.status).join(), "rejected,rejected", "batch 2 waits for batch 1");
+        await store.append(b1); // the writer's retry of batch 1
+        await store.append(b2); // then of batch 2
+        equal(await store.lastStored(5, 31n), 6);
+        equal(
+          (await streamTexts(jsm, config.NATS_STREAM)).join(""),
+          range(1, 6).map((k) => `5 ${k} s r${k}\n`).join(""),
+        );
+      } finally {
+        restoreLookups();
+      }
+    });
   },
 });
 
@@ -493,47 +510,42 @@ Deno.test({
   name: "a failed message of a subject without a session keeps its place before later batches",
   ignore: !present,
   async fn() {
-    await using cluster = await startNatsCluster({ nodes: 1 });
-    const config = jetstreamConfig(cluster);
-    const store = await openJetStream(config, keptLog("error").log);
-    const nc = await connect({ servers: cluster.urls });
-    const jsm = await jetstreamManager(nc);
-    const original = Publisher.prototype.publish;
-    let failPublishes = 1;
-    Publisher.prototype.publish = function (this: Publisher, ...args) {
-      if (failPublishes-- > 0) return Promise.reject(new Error("injected: no PubAck in time"));
-      return original.apply(this, args);
-    };
-    try {
-      const b1 = oneRunBatch(9, 0n, 1, 3);
-      const b2 = oneRunBatch(9, 0n, 4, 6);
-      const b3 = oneRunBatch(9, 0n, 7, 8);
-      await Promise.allSettled([store.append(b1), store.append(b2)]);
-      // Batch 1 is given up by the writer, and batch 3 comes before batch 2's retry: batch 2,
-      // held back once, still goes first.
-      store.abandon(b1);
-      await rejects(store.append(b3), /the message of an earlier batch is not stored yet/);
-      await store.append(b2);
-      await store.append(b3);
-      equal(
-        (await streamTexts(jsm, config.NATS_STREAM)).join(""),
-        [4, 5, 6, 7, 8].map((k) => `9 ${k} s r${k}\n`).join(""),
-      );
-      // Without the abandon, batch 2 and 3 would wait for batch 1 (its retry then goes first).
-      const b4 = oneRunBatch(9, 0n, 9, 9);
-      const b5 = oneRunBatch(9, 0n, 10, 10);
-      failPublishes = 1;
-      await Promise.allSettled([store.append(b4), store.append(b5)]);
-      await rejects(store.append(b5), /the message of an earlier batch is not stored yet/);
-      await store.append(b4);
-      await store.append(b5);
-      const texts = await streamTexts(jsm, config.NATS_STREAM);
-      equal(texts.slice(-2).join(""), "9 9 s r9\n9 10 s r10\n");
-    } finally {
-      Publisher.prototype.publish = original;
-      await store.close();
-      await nc.close();
-    }
+    await withStore(async ({ store, config, jsm }) => {
+      const original = Publisher.prototype.publish;
+      let failPublishes = 1;
+      Publisher.prototype.publish = function (this: Publisher, ...args) {
+        if (failPublishes-- > 0) return Promise.reject(new Error("injected: no PubAck in time"));
+        return original.apply(this, args);
+      };
+      try {
+        const b1 = oneRunBatch(9, 0n, 1, 3);
+        const b2 = oneRunBatch(9, 0n, 4, 6);
+        const b3 = oneRunBatch(9, 0n, 7, 8);
+        await Promise.allSettled([store.append(b1), store.append(b2)]);
+        // Batch 1 is given up by the writer, and batch 3 comes before batch 2's retry: batch 2,
+        // held back once, still goes first.
+        store.abandon(b1);
+        await rejects(store.append(b3), /the message of an earlier batch is not stored yet/);
+        await store.append(b2);
+        await store.append(b3);
+        equal(
+          (await streamTexts(jsm, config.NATS_STREAM)).join(""),
+          [4, 5, 6, 7, 8].map((k) => `9 ${k} s r${k}\n`).join(""),
+        );
+        // Without the abandon, batch 2 and 3 would wait for batch 1 (its retry then goes first).
+        const b4 = oneRunBatch(9, 0n, 9, 9);
+        const b5 = oneRunBatch(9, 0n, 10, 10);
+        failPublishes = 1;
+        await Promise.allSettled([store.append(b4), store.append(b5)]);
+        await rejects(store.append(b5), /the message of an earlier batch is not stored yet/);
+        await store.append(b4);
+        await store.append(b5);
+        const texts = await streamTexts(jsm, config.NATS_STREAM);
+        equal(texts.slice(-2).join(""), "9 9 s r9\n9 10 s r10\n");
+      } finally {
+        Publisher.prototype.publish = original;
+      }
+    });
   },
 });
 
@@ -543,28 +555,23 @@ Deno.test({
   async fn() {
     // With one batch at a time too: batch 1 refused after its lookup failed, batch 2 must not be
     // stored above the hole (a lookup would then read 1 to 3 as stored).
-    await using cluster = await startNatsCluster({ nodes: 1 });
-    const config = jetstreamConfig(cluster);
-    const store = await openJetStream(config, keptLog("error").log);
-    const nc = await connect({ servers: cluster.urls });
-    const jsm = await jetstreamManager(nc);
-    const restoreLookups = failNextLookup(jsm);
-    try {
-      const b1 = oneRunBatch(6, 41n, 1, 3);
-      const b2 = oneRunBatch(6, 41n, 4, 6);
-      await rejects(store.append(b1), /injected: the lookup timed out/);
-      store.abandon(b1); // the writer gave it up: NACK 4 for 1 to 3, ERROR 8 for the session
-      await rejects(store.append(b2), /msg_id 1 and on were not stored/);
-      equal((await streamTexts(jsm, config.NATS_STREAM)).length, 0);
-      // The client resumes: HELLO asks where the session stands, and it sends 1 on again.
-      equal(await store.lastStored(6, 41n), null);
-      await store.append(b1);
-      await store.append(b2);
-      equal(await store.lastStored(6, 41n), 6);
-    } finally {
-      restoreLookups();
-      await store.close();
-      await nc.close();
-    }
+    await withStore(async ({ store, config, jsm }) => {
+      const restoreLookups = failNextLookup(jsm);
+      try {
+        const b1 = oneRunBatch(6, 41n, 1, 3);
+        const b2 = oneRunBatch(6, 41n, 4, 6);
+        await rejects(store.append(b1), /injected: the lookup timed out/);
+        store.abandon(b1); // the writer gave it up: NACK 4 for 1 to 3, ERROR 8 for the session
+        await rejects(store.append(b2), /msg_id 1 and on were not stored/);
+        equal((await streamTexts(jsm, config.NATS_STREAM)).length, 0);
+        // The client resumes: HELLO asks where the session stands, and it sends 1 on again.
+        equal(await store.lastStored(6, 41n), null);
+        await store.append(b1);
+        await store.append(b2);
+        equal(await store.lastStored(6, 41n), 6);
+      } finally {
+        restoreLookups();
+      }
+    });
   },
 });
