@@ -187,7 +187,11 @@ export async function exportStream(
     return kept;
   };
 
-  const take = async (m: SourceMessage) => {
+  /**
+   * Adds `m`'s lines to the batch; undefined when done at once (all but a repeated msg_id, which
+   * must be compared with the stream's earlier messages first), else a promise.
+   */
+  const take = (m: SourceMessage): Promise<void> | undefined => {
     const data = m.data;
     if (data.length > 0 && data[data.length - 1] !== LF) {
       throw new ExportError(
@@ -204,6 +208,12 @@ export async function exportStream(
       summary.records += m.records ?? countLines(data);
       return;
     }
+    return takeRepeated(m, cut);
+  };
+
+  /** `take` for a message whose lines before `cut` repeat msg_ids written before. */
+  const takeRepeated = async (m: SourceMessage, cut: number) => {
+    const data = m.data;
     const differing = await notRepeated(m.subject, data, cut, marks.recent(m.subject, m.seq));
     const repeated = countLines(data.subarray(0, cut)) - differing.length;
     summary.doubled += repeated;
@@ -344,7 +354,8 @@ export async function exportStream(
           summary.filled++;
           await take(got);
         }
-        await take(m);
+        const taking = take(m);
+        if (taking !== undefined) await taking;
       }
     } finally {
       // Whatever came before a failure is good: write it, so the output ends just before it.

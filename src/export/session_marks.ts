@@ -17,16 +17,16 @@
  * @module
  */
 
-import { lineMsgId } from "../store/jetstream_layout.ts";
+import { lineMsgId, linesAbove } from "../store/jetstream_layout.ts";
 import type { SourceMessage } from "./source.ts";
 
 /**
- * Sessions whose mark is kept, least recently written first: about 200 bytes each. Past it the
- * oldest is forgotten: a double of that session's records would then be written again, and its
- * next message is not checked against the one before.
+ * Sessions whose mark is kept, least recently written first: 104 bytes of heap each besides the
+ * subject string (measured with 262,144 of them, about 27 MB). Past it the oldest is forgotten: a
+ * double of that session's records would then be written again, and its next message is not
+ * checked against the one before.
  */
 export const MAX_MARKED_SESSIONS = 262_144;
-const LF = 0x0a;
 
 /** Where the exporter last saw a session. */
 class Mark {
@@ -196,13 +196,6 @@ export class SessionMarks {
       return 0;
     }
     mark.id = Math.max(before, last);
-    let at = 0;
-    while (at < data.length) {
-      const id = lineMsgId(data, at);
-      if (id < 0 || id > before) break; // a line that is not msgserver's is written as it is
-      const lf = data.indexOf(LF, at);
-      at = lf < 0 ? data.length : lf + 1;
-    }
-    return at;
+    return linesAbove(data, before); // a line that is not msgserver's is written as it is
   }
 }

@@ -143,6 +143,29 @@ export function lineMsgId(lines: Uint8Array, at: number): number {
   return i > start && i < end ? id : -1;
 }
 
+/**
+ * Where the first line of `lines` whose msg_id is above `after` starts, or `lines.length` when
+ * none is: the lines before it repeat msg_ids already stored (or written). A line that is not
+ * msgserver's stops it there.
+ *
+ * @example
+ * ```ts
+ * import { linesAbove } from "./jetstream_layout.ts";
+ * const lines = new TextEncoder().encode("7 41 a x\n7 42 a y\n");
+ * linesAbove(lines, 41); // 9: "7 42 a y\n" and on
+ * ```
+ */
+export function linesAbove(lines: Uint8Array, after: number): number {
+  let at = 0;
+  while (at < lines.length) {
+    const id = lineMsgId(lines, at);
+    if (id < 0 || id > after) break;
+    const lf = lines.indexOf(LF, at);
+    at = lf < 0 ? lines.length : lf + 1;
+  }
+  return at;
+}
+
 const LF = 0x0a;
 const SPACE = 0x20;
 const ZERO = 0x30;

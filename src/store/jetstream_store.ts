@@ -26,6 +26,7 @@ import {
   lastIdOf,
   legacySubject,
   lineMsgId,
+  linesAbove,
   sessionMsgId,
   sessionSubject,
 } from "./jetstream_layout.ts";
@@ -490,12 +491,9 @@ function linesAfter(
   const records = runs.reduce((n, r) => n + r.records, 0);
   const all = joined(part.slices);
   if (after < first) return { lines: all, first, last, records };
-  let at = 0;
+  const at = linesAbove(all, after);
   let kept = records;
-  while (at < all.length && lineMsgId(all, at) <= after) {
-    at = all.indexOf(LF, at) + 1;
-    kept--;
-  }
+  for (let i = all.indexOf(LF); i >= 0 && i < at; i = all.indexOf(LF, i + 1)) kept--;
   return {
     lines: all.subarray(at),
     first: at < all.length ? lineMsgId(all, at) : last,
