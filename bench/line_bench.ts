@@ -1,7 +1,8 @@
 /**
  * Formatting 1,000 records with 100-byte payloads into one batch buffer, as the writer does it
- * (one `stage` of the queue entry, then `writeStaged` per record) and through `writeRecord`
- * (which stages per record), with plain payloads and with one byte in ten to escape.
+ * (one `stage` of the queue entry, then one `writeFrames` for all its records), one
+ * `writeStaged` call per record (as the writer did before), and through `writeRecord` (which
+ * stages per record), with plain payloads and with one byte in ten to escape.
  *
  * @module
  */
@@ -21,9 +22,9 @@ for (let i = 5; i < escaped.length; i += 10) escaped[i] = specials[(i / 10 | 0) 
 
 /** A queue entry's bytes: RECORDS MSG frames of `payload`, back to back. */
 function entry(payload: Uint8Array): Uint8Array {
-  const frame = encodeMsg(1, name, payload);
-  const bytes = new Uint8Array(RECORDS * frame.length);
-  for (let i = 0; i < RECORDS; i++) bytes.set(frame, i * frame.length);
+  const length = encodeMsg(1, name, payload).length;
+  const bytes = new Uint8Array(RECORDS * length);
+  for (let i = 0; i < RECORDS; i++) bytes.set(encodeMsg(i + 1, name, payload), i * length);
   return bytes;
 }
 const plainEntry = entry(plain);
@@ -45,6 +46,15 @@ function formatStaged(bytes: Uint8Array, payloadLength: number): void {
   }
 }
 
+/** Formats the records of `bytes` into `out` from empty, as the writer does: one writeFrames. */
+function formatFrames(bytes: Uint8Array): void {
+  out.clear();
+  out.stage(bytes);
+  if (out.writeFrames(7, 0, RECORDS, 1 << 30) !== bytes.length || out.records !== RECORDS) {
+    throw new Error("line_bench: writeFrames stopped early");
+  }
+}
+
 /** Formats RECORDS records of `payload` into `out` from empty, one writeRecord each. */
 function format(payload: Uint8Array): void {
   out.clear();
@@ -57,6 +67,10 @@ function format(payload: Uint8Array): void {
 for (const [payload, bytes] of [[plain, plainEntry], [escaped, escapedEntry]] as const) {
   formatStaged(bytes, payload.length);
   const staged = out.bytes.slice(0, out.length);
+  formatFrames(bytes);
+  if (!out.bytes.subarray(0, out.length).every((b, i) => b === staged[i])) {
+    throw new Error("line_bench: writeFrames and writeStaged differ");
+  }
   format(payload);
   const records = parseFile(staged);
   if (
@@ -81,6 +95,22 @@ Deno.bench({
   group: "1,000 records x 100 B",
   fn() {
     formatStaged(escapedEntry, escaped.length);
+  },
+});
+
+Deno.bench({
+  name: "stage + writeFrames (the writer's way), no escapes",
+  group: "1,000 records x 100 B",
+  fn() {
+    formatFrames(plainEntry);
+  },
+});
+
+Deno.bench({
+  name: "stage + writeFrames (the writer's way), 10% escaped bytes",
+  group: "1,000 records x 100 B",
+  fn() {
+    formatFrames(escapedEntry);
   },
 });
 

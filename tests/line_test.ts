@@ -480,3 +480,140 @@ Deno.test("LineBuffer matches the escaping rule on 20,000 random records, staged
   equal(written.length, expected.length);
   deepStrictEqual(new Uint8Array(written), new Uint8Array(expected));
 });
+
+/** A MSG frame (type 0x02), a refused one (type 0) or a RECORD_WITH_CLIENT (0x7e), as queued. */
+function queuedFrame(
+  type: number,
+  clientId: number,
+  msgId: number,
+  name: Uint8Array,
+  payload: Uint8Array,
+): Uint8Array {
+  const head = type === 0x7e ? 14 : 10;
+  const frame = new Uint8Array(head + name.length + payload.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, frame.length - 4);
+  frame[4] = type;
+  let at = 5;
+  if (type === 0x7e) {
+    view.setUint32(at, clientId);
+    at += 4;
+  }
+  view.setUint32(at, msgId);
+  frame[at + 4] = name.length;
+  frame.set(name, at + 5);
+  frame.set(payload, at + 5 + name.length);
+  return frame;
+}
+
+function escapedLine(clientId: number, msgId: number, name: Uint8Array, payload: Uint8Array) {
+  const line: number[] = [...enc.encode(`${clientId} ${msgId} `), ...name, 0x20];
+  for (const c of payload) {
+    if (c === 0x5c) line.push(0x5c, 0x5c);
+    else if (c === 0x0a) line.push(0x5c, 0x6e);
+    else if (c === 0x0d) line.push(0x5c, 0x72);
+    else line.push(c);
+  }
+  line.push(0x0a);
+  return line;
+}
+
+Deno.test("LineBuffer.writeFrames formats a staged entry's frames as the writer's rules say, limits and all", () => {
+  const rand = mulberry32(1403);
+  const int = (n: number) => Math.floor(rand() * n);
+  const specials = [0x5c, 0x0a, 0x0d];
+  let calls = 0;
+  const stops = [0, 0, 0, 0];
+  for (let round = 0; round < 3000; round++) {
+    const out = new LineBuffer(int(3) === 0 ? 1 : 64 * 1024);
+    const connClient = int(0x100000000);
+    // An entry of 1 to 12 frames; the model keeps each frame's line (or null: passed over).
+    const frames: { bytes: Uint8Array; line: number[] | null; msgId: number }[] = [];
+    for (let f = 1 + int(12); f > 0; f--) {
+      const type = [0x02, 0x02, 0x02, 0x00, 0x7e][int(5)]!;
+      const name = enc.encode("n".repeat(1 + int(40)));
+      const payload = new Uint8Array(int(10) === 0 ? int(400) : int(60));
+      for (let i = 0; i < payload.length; i++) {
+        payload[i] = rand() < 0.2 ? specials[int(3)]! : 0x20 + int(0x5f);
+      }
+      const ownClient = int(0x100000000);
+      const msgId = 1 + int(0xfffffffe);
+      frames.push({
+        bytes: queuedFrame(type, ownClient, msgId, name, payload),
+        line: type === 0
+          ? null
+          : escapedLine(type === 0x7e ? ownClient : connClient, msgId, name, payload),
+        msgId,
+      });
+    }
+    const src = concat(frames.map((f) => f.bytes));
+    // Some lines already in the buffer, as in a batch that other entries began.
+    const before = int(2) === 0 ? [] : escapedLine(1, 2, enc.encode("x"), new Uint8Array(int(50)));
+    if (before.length > 0) write(out, 1, 2, enc.encode("x"), new Uint8Array(before.length - 7));
+    const start = out.length;
+    const from = int(3) === 0 ? frames[0]!.bytes.length : 0;
+    const maxRecords = int(2) === 0 ? 1 + int(6) : 1000;
+    const fullAt = int(2) === 0 ? start + int(600) : 1 << 30;
+    const fileRoom = int(2) === 0 ? int(1200) : 1 << 30;
+    out.stage(src);
+    const at = out.writeFrames(connClient, from, maxRecords, fullAt, fileRoom);
+    calls++;
+
+    // The writer's rules, one frame at a time (what writer.ts did before writeFrames).
+    let pos = from;
+    let length = start;
+    const lines: number[] = [];
+    const ids: number[] = [];
+    let stopped = 0;
+    // `from` is 0 or the end of the first frame.
+    for (let f = from === 0 ? 0 : 1; f < frames.length; f++) {
+      const frame = frames[f]!;
+      if (length > 0 && length + 24 + 2 * frame.bytes.length > fileRoom) {
+        stopped = 3;
+        break;
+      }
+      if (frame.line !== null) {
+        lines.push(...frame.line);
+        length += frame.line.length;
+        ids.push(frame.msgId);
+      }
+      pos += frame.bytes.length;
+      if (ids.length >= maxRecords || length >= fullAt) {
+        stopped = 1;
+        break;
+      }
+    }
+    stops[stopped]!++;
+    equal(at, pos, `round ${round}: stopped at`);
+    equal(out.stopped, stopped, `round ${round}: why it stopped`);
+    equal(out.records, ids.length, `round ${round}: records`);
+    if (ids.length > 0) {
+      equal(out.firstId, ids[0], `round ${round}: first msg_id`);
+      equal(out.lastId, ids.at(-1), `round ${round}: last msg_id`);
+    }
+    equal(out.length, length, `round ${round}: length`);
+    deepStrictEqual(written(out).subarray(start), new Uint8Array(lines), `round ${round}: lines`);
+  }
+  equal(calls, 3000);
+  // Every way of stopping was exercised (0: the end, 1: full, 3: the file's room).
+  ok(stops[0]! > 100 && stops[1]! > 100 && stops[3]! > 100, `stops ${stops}`);
+});
+
+Deno.test("LineBuffer.writeFrames refuses frames that do not fit in what is staged", () => {
+  const name = enc.encode("name");
+  const frame = queuedFrame(0x02, 0, 5, name, enc.encode("payload"));
+  const out = new LineBuffer(64);
+  out.stage(frame.subarray(0, frame.length - 1)); // the payload's last byte is missing
+  throws(() => out.writeFrames(1, 0, 10, 1 << 20), RangeError);
+  const lying = frame.slice();
+  lying[9] = 200; // a name longer than the frame
+  out.stage(lying);
+  throws(() => out.writeFrames(1, 0, 10, 1 << 20), RangeError);
+  out.stage(frame.subarray(0, 3)); // not even a length
+  throws(() => out.writeFrames(1, 0, 10, 1 << 20), RangeError);
+  // After all that, a whole frame formats.
+  out.clear();
+  out.stage(frame);
+  equal(out.writeFrames(1, 0, 10, 1 << 20), frame.length);
+  equal(dec.decode(written(out)), "1 5 name payload\n");
+});

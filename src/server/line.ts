@@ -9,6 +9,7 @@
  * @module
  */
 
+import { readU32 } from "../protocol/frames.ts";
 import { LINE_WASM } from "./line_wasm.ts";
 
 const SPACE = 0x20;
@@ -26,6 +27,23 @@ const LINE_OVERHEAD = 24;
 /** Room kept for staged sources at first; it grows for bigger ones. */
 const INITIAL_STAGE_BYTES = 64 * 1024;
 
+/** No limit, for {@linkcode LineBuffer.writeFrames}: the largest offset line.wat takes. */
+const NO_LIMIT = 0x7fffffff;
+
+/** Why {@linkcode LineBuffer.writeFrames} stopped. */
+export const Stopped = {
+  /** The staged frames ran out. */
+  END: 0,
+  /** `maxRecords` lines, or `fullAt` bytes: the batch is full. */
+  FULL: 1,
+  /** The next line might take the lines past `fileRoom` (never reported for an empty buffer). */
+  FILE_ROOM: 3,
+} as const;
+/** Internal to writeFrames: the output needs room first. */
+const NO_ROOM = 2;
+/** Internal to writeFrames: a frame does not fit in the staged bytes. */
+const MALFORMED = 4;
+
 // Compiled once; each LineBuffer instantiates it with a memory of its own.
 const lineModule = compileLineModule();
 
@@ -42,6 +60,21 @@ function compileLineModule(): WebAssembly.Module {
 
 interface LineExports {
   memory: WebAssembly.Memory;
+  frames(
+    at: number,
+    clientId: number,
+    src: number,
+    srcEnd: number,
+    maxRecords: number,
+    fullAt: number,
+    room: number,
+    fileRoom: number,
+  ): number;
+  at: WebAssembly.Global;
+  length: WebAssembly.Global;
+  records: WebAssembly.Global;
+  firstId: WebAssembly.Global;
+  lastId: WebAssembly.Global;
   line(
     at: number,
     clientId: number,
@@ -54,9 +87,10 @@ interface LineExports {
 
 /**
  * A growable byte buffer that records are formatted into. It lives in the memory of its own
- * instance of line.wat, which formats a record in one call: a source (the frames of one queue
- * entry) is copied in once with {@linkcode LineBuffer.stage}, then each of its records is
- * formatted with {@linkcode LineBuffer.writeStaged}.
+ * instance of line.wat: a source (the frames of one queue entry) is copied in once with
+ * {@linkcode LineBuffer.stage}, then all its records are formatted in one call with
+ * {@linkcode LineBuffer.writeFrames} (the writer's way), or one by one with
+ * {@linkcode LineBuffer.writeStaged}.
  *
  * @example
  * ```ts
@@ -70,6 +104,14 @@ interface LineExports {
 export class LineBuffer {
   /** Bytes written so far, from offset 0 of `bytes`. */
   length = 0;
+  /** Why the last {@linkcode LineBuffer.writeFrames} stopped: a value of {@linkcode Stopped}. */
+  stopped: number = Stopped.END;
+  /** Lines the last {@linkcode LineBuffer.writeFrames} wrote. */
+  records = 0;
+  /** The msg_id of its first line (when it wrote any). */
+  firstId = 0;
+  /** The msg_id of its last line (when it wrote any). */
+  lastId = 0;
   #exports!: LineExports;
   #memory!: Uint8Array;
   /** Output room: lines go in [0, capacity), then SPARE bytes, then the staged source. */
@@ -197,6 +239,63 @@ export class LineBuffer {
       stageAt + nameEnd,
       stageAt + payloadEnd,
     );
+  }
+
+  /**
+   * Appends a line for each record of the staged source's frames from `from` on (MSG frames with
+   * `clientId`, `RECORD_WITH_CLIENT` frames (entry.ts) with their own; frames of other types are
+   * passed over), in one call into WebAssembly for all of them, until the frames run out or a
+   * limit is reached; grows as needed. Returns where it stopped in the source and sets
+   * {@linkcode LineBuffer.stopped}, {@linkcode LineBuffer.records}, and the first and last
+   * msg_id written. Limits: `maxRecords` lines (at least 1), lines reaching `fullAt` bytes
+   * (both checked after a frame, so it is taken), and, once the buffer holds lines, none whose
+   * worst case (24 bytes and twice its frame) would take them past `fileRoom` bytes.
+   */
+  writeFrames(
+    clientId: number,
+    from: number,
+    maxRecords: number,
+    fullAt: number,
+    fileRoom = NO_LIMIT,
+  ): number {
+    const exports = this.#exports;
+    const end = this.#stageLength;
+    let records = 0;
+    let firstId = 0;
+    for (;;) {
+      const stageAt = this.#stageAt;
+      const stop = exports.frames(
+        this.length,
+        clientId,
+        stageAt + from,
+        stageAt + end,
+        maxRecords - records,
+        fullAt,
+        this.#capacity,
+        Math.min(Math.max(fileRoom, 0), NO_LIMIT),
+      );
+      this.length = exports.length.value;
+      from = exports.at.value - stageAt;
+      const written = exports.records.value;
+      if (written > 0) {
+        if (records === 0) firstId = exports.firstId.value >>> 0;
+        this.lastId = exports.lastId.value >>> 0;
+        records += written;
+      }
+      if (stop === NO_ROOM) {
+        this.reserve(LINE_OVERHEAD + 2 * (readU32(this.#memory, stageAt + from) + 4));
+        continue;
+      }
+      if (stop === MALFORMED) {
+        throw new RangeError(
+          `Cannot format the frame at ${from}: it does not fit in the ${end} bytes staged`,
+        );
+      }
+      this.stopped = stop;
+      this.records = records;
+      this.firstId = firstId;
+      return from;
+    }
   }
 
   /**

@@ -80,7 +80,7 @@
 
   ;; Writes one line at $p: the ids, the name at [$nameStart, $nameEnd) and the payload at
   ;; [$nameEnd, $payloadEnd), escaped. Returns the offset past the line feed.
-  (func (export "line")
+  (func $line (export "line")
     (param $p i32) (param $clientId i32) (param $msgId i32)
     (param $nameStart i32) (param $nameEnd i32) (param $payloadEnd i32)
     (result i32)
@@ -161,4 +161,112 @@
         (br $byte)))
     (i32.store8 (local.get $p) (i32.const 0x0a))
     (i32.add (local.get $p) (i32.const 1)))
+
+  ;; Where `frames` stopped, and what it wrote: read by line.ts after each call.
+  (global $at (export "at") (mut i32) (i32.const 0))
+  (global $records (export "records") (mut i32) (i32.const 0))
+  (global $firstId (export "firstId") (mut i32) (i32.const 0))
+  (global $lastId (export "lastId") (mut i32) (i32.const 0))
+  (global $length (export "length") (mut i32) (i32.const 0))
+
+  ;; A u32 stored big-endian at $p.
+  (func $be32 (param $p i32) (result i32)
+    (local $x i32)
+    (local.set $x (i32.load (local.get $p)))
+    (i32.rotl
+      (i32.or
+        (i32.shr_u (i32.and (local.get $x) (i32.const 0xff00ff00)) (i32.const 8))
+        (i32.shl (i32.and (local.get $x) (i32.const 0x00ff00ff)) (i32.const 8)))
+      (i32.const 16)))
+
+  ;; Formats the frames staged at [$src, $srcEnd) (a queue entry: `u32 length | type | ...`
+  ;; back to back) from $p on, one line per MSG frame (type 0x02, with $clientId) or
+  ;; RECORD_WITH_CLIENT frame (type 0x7e, with its own client_id); frames of any other type
+  ;; (0: refused) are passed over. So JavaScript makes one call per queue entry, not one per
+  ;; record. Returns why it stopped:
+  ;;   0  the frames ran out;
+  ;;   1  the batch is full: $maxRecords written, or the output reached $fullAt (checked after
+  ;;      each frame, the frame taken);
+  ;;   2  the next line might not fit in the output room, $room (before the frame);
+  ;;   3  the output is not empty and the next line might take the file past $fileRoom bytes
+  ;;      of output (before the frame);
+  ;;   4  a frame does not fit in what is staged, or its name does not fit in the frame.
+  ;; $at is where it stopped, $length where the output ends, $records how many lines it
+  ;; wrote (the first with msg_id $firstId, the last $lastId). A line takes at most 24 + 2 x its frame's bytes (ids, spaces, LF,
+  ;; and a name and payload that escaping may double), 32 spare bytes after it (see `line`).
+  (func (export "frames")
+    (param $p i32) (param $clientId i32) (param $src i32) (param $srcEnd i32)
+    (param $maxRecords i32) (param $fullAt i32) (param $room i32) (param $fileRoom i32)
+    (result i32)
+    (local $end i32)
+    (local $type i32)
+    (local $worst i32)
+    (local $id i32)
+    (local $msgId i32)
+    (local $body i32)
+    (local $nameEnd i32)
+    (local $stop i32)
+    (global.set $records (i32.const 0))
+    (block $out
+      (loop $frame
+        (local.set $stop (i32.const 0))
+        (br_if $out (i32.ge_u (local.get $src) (local.get $srcEnd)))
+        (local.set $stop (i32.const 4))
+        (br_if $out (i32.lt_u (i32.sub (local.get $srcEnd) (local.get $src)) (i32.const 5)))
+        (local.set $end (i32.add (i32.add (local.get $src) (i32.const 4)) (call $be32 (local.get $src))))
+        ;; The length is a u32: a sum that wrapped is caught as a frame ending before it began.
+        (br_if $out (i32.or
+          (i32.gt_u (local.get $end) (local.get $srcEnd))
+          (i32.lt_u (local.get $end) (i32.add (local.get $src) (i32.const 5)))))
+        ;; Below 2^31 for any staged frame, so no sum here wraps.
+        (local.set $worst
+          (i32.add
+            (i32.add (local.get $p) (i32.const 24))
+            (i32.shl (i32.sub (local.get $end) (local.get $src)) (i32.const 1))))
+        (local.set $stop (i32.const 3))
+        (br_if $out (i32.and
+          (i32.ne (local.get $p) (i32.const 0))
+          (i32.gt_u (local.get $worst) (local.get $fileRoom))))
+        (local.set $type (i32.load8_u offset=4 (local.get $src)))
+        (if (i32.or
+              (i32.eq (local.get $type) (i32.const 0x02))
+              (i32.eq (local.get $type) (i32.const 0x7e)))
+          (then
+            (local.set $stop (i32.const 2))
+            (br_if $out (i32.gt_u (i32.add (local.get $worst) (i32.const 32)) (local.get $room)))
+            ;; After the type: [client_id,] msg_id, name_len, name, payload.
+            (local.set $body (i32.add (local.get $src) (i32.const 5)))
+            (local.set $id (local.get $clientId))
+            (if (i32.eq (local.get $type) (i32.const 0x7e))
+              (then
+                (local.set $id (call $be32 (local.get $body)))
+                (local.set $body (i32.add (local.get $body) (i32.const 4)))))
+            (local.set $nameEnd
+              (i32.add
+                (i32.add (local.get $body) (i32.const 5))
+                (i32.load8_u offset=4 (local.get $body))))
+            (local.set $stop (i32.const 4))
+            (br_if $out (i32.gt_u (local.get $nameEnd) (local.get $end)))
+            (local.set $msgId (call $be32 (local.get $body)))
+            (local.set $p
+              (call $line
+                (local.get $p)
+                (local.get $id)
+                (local.get $msgId)
+                (i32.add (local.get $body) (i32.const 5))
+                (local.get $nameEnd)
+                (local.get $end)))
+            (if (i32.eqz (global.get $records))
+              (then (global.set $firstId (local.get $msgId))))
+            (global.set $lastId (local.get $msgId))
+            (global.set $records (i32.add (global.get $records) (i32.const 1)))))
+        (local.set $src (local.get $end))
+        (local.set $stop (i32.const 1))
+        (br_if $out (i32.or
+          (i32.ge_u (global.get $records) (local.get $maxRecords))
+          (i32.ge_u (local.get $p) (local.get $fullAt))))
+        (br $frame)))
+    (global.set $at (local.get $src))
+    (global.set $length (local.get $p))
+    (local.get $stop))
 )

@@ -26,7 +26,7 @@ import { FrameType, NackCode, readU32 } from "../protocol/frames.ts";
 import { type Batch, type BatchRun, PartialAppendError, type Store } from "../store/store.ts";
 import type { Channel } from "./channel.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
-import { LineBuffer } from "./line.ts";
+import { LineBuffer, Stopped } from "./line.ts";
 import { BATCH_SIZE_BOUNDS, BucketHistogram } from "./metrics.ts";
 
 /** A batch is stored once its lines reach this many bytes, whatever MSG_PER_WRITE says. */
@@ -250,15 +250,6 @@ export class Writer {
     }
   }
 
-  /**
-   * Whether a record of `frameBytes` (as queued) could take the file past FILE_MAX_BYTES if
-   * added to this batch; escaping at most doubles its payload.
-   */
-  #wouldOverflow(frameBytes: number): boolean {
-    const base = this.#fileFull ? 0 : this.#store.size; // a full file is rotated first
-    return base + this.#out.length + 24 + 2 * frameBytes > this.#opts.maxFileBytes;
-  }
-
   /** Formats records of `entry` from `pos` until it ends or the batch is full; returns where it stopped. */
   #append(entry: Entry, pos: number): number {
     const d = entry.data;
@@ -281,34 +272,27 @@ export class Writer {
     run.entry = entry;
     run.from = pos;
     run.lineStart = out.length;
-    run.records = 0;
-    while (pos < d.length) {
-      const end = pos + 4 + readU32(d, pos);
-      const type = d[pos + 4];
-      if (checkSize && out.length > 0 && this.#wouldOverflow(end - pos)) {
-        this.#mustFlush = true;
-        this.#cutForFileSize = true;
-        break;
-      }
-      // A RECORD_WITH_CLIENT is a MSG frame with its client_id in front of the msg_id.
-      const at = type === FrameType.MSG ? pos + 5 : type === RECORD_WITH_CLIENT ? pos + 9 : -1;
-      if (at >= 0) {
-        const clientId = at === pos + 5 ? source.clientId : readU32(d, pos + 5);
-        const msgId = readU32(d, at);
-        const nameStart = at + 5;
-        const nameEnd = nameStart + d[at + 4]!;
-        out.writeStaged(clientId, msgId, nameStart, nameEnd, end);
-        if (run.records++ === 0) run.firstId = msgId;
-        run.lastId = msgId;
-        source.batchLastId = msgId;
-        source.batchRecords++;
-        this.#records++;
-      }
-      pos = end;
-      if (this.#records >= limit || out.length >= this.#maxBatchBytes) {
-        this.#mustFlush = true;
-        break;
-      }
+    // One call formats the entry's records up to the batch's limits, in WebAssembly.
+    pos = out.writeFrames(
+      source.clientId,
+      pos,
+      limit - this.#records,
+      this.#maxBatchBytes,
+      // A full file is rotated first.
+      checkSize ? this.#opts.maxFileBytes - (this.#fileFull ? 0 : this.#store.size) : undefined,
+    );
+    const records = out.records;
+    run.records = records;
+    if (records > 0) {
+      run.firstId = out.firstId;
+      run.lastId = out.lastId;
+      source.batchLastId = out.lastId;
+      source.batchRecords += records;
+      this.#records += records;
+    }
+    if (out.stopped !== Stopped.END) {
+      this.#mustFlush = true;
+      if (out.stopped === Stopped.FILE_ROOM) this.#cutForFileSize = true;
     }
     run.to = pos;
     run.lineEnd = out.length;
