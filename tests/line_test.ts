@@ -1,7 +1,7 @@
 // The line format's cases: every position of a special byte, differential checks against the
 // plain escaping rule, parse-back (over 400 lines as a catalogue of cases).
 import { deepStrictEqual, equal, ok, throws } from "node:assert/strict";
-import { LineBuffer, type ParsedLine, parseFile, parseLine } from "../src/server/line.ts";
+import { LineBuffer, type ParsedLine, parseFile, parseLine, Stopped } from "../src/server/line.ts";
 import { concat } from "../src/io/concat.ts";
 import { mulberry32 } from "./support/prng.ts";
 
@@ -616,4 +616,20 @@ Deno.test("LineBuffer.writeFrames refuses frames that do not fit in what is stag
   out.stage(frame);
   equal(out.writeFrames(1, 0, 10, 1 << 20), frame.length);
   equal(dec.decode(written(out)), "1 5 name payload\n");
+});
+
+Deno.test("LineBuffer.writeFrames takes Infinity for no limit, and counts at least one record", () => {
+  const name = enc.encode("n");
+  const src = concat([1, 2, 3].map((id) => queuedFrame(0x02, 0, id, name, enc.encode("p"))));
+  const out = new LineBuffer(64);
+  out.stage(src);
+  equal(out.writeFrames(4, 0, Infinity, Infinity, Infinity), src.length);
+  equal(out.records, 3);
+  equal(out.stopped, Stopped.END);
+  out.clear();
+  // A count of 0 or less still takes one record: the caller asks only with room for one.
+  equal(out.writeFrames(4, 0, 0, Infinity), src.length / 3);
+  equal(out.records, 1);
+  equal(out.stopped, Stopped.FULL);
+  equal(dec.decode(written(out)), "4 1 n p\n");
 });

@@ -30,6 +30,11 @@ const INITIAL_STAGE_BYTES = 64 * 1024;
 /** No limit, for {@linkcode LineBuffer.writeFrames}: the largest offset line.wat takes. */
 const NO_LIMIT = 0x7fffffff;
 
+/** `n` as line.wat takes it: within [`least`, NO_LIMIT], Infinity as NO_LIMIT, NaN as `least`. */
+function limit(n: number, least: number): number {
+  return n >= NO_LIMIT ? NO_LIMIT : n > least ? Math.floor(n) : least;
+}
+
 /** Why {@linkcode LineBuffer.writeFrames} stopped. */
 export const Stopped = {
   /** The staged frames ran out. */
@@ -247,9 +252,10 @@ export class LineBuffer {
    * passed over), in one call into WebAssembly for all of them, until the frames run out or a
    * limit is reached; grows as needed. Returns where it stopped in the source and sets
    * {@linkcode LineBuffer.stopped}, {@linkcode LineBuffer.records}, and the first and last
-   * msg_id written. Limits: `maxRecords` lines (at least 1), lines reaching `fullAt` bytes
-   * (both checked after a frame, so it is taken), and, once the buffer holds lines, none whose
-   * worst case (24 bytes and twice its frame) would take them past `fileRoom` bytes.
+   * msg_id written. Limits, Infinity for none: `maxRecords` lines (at least 1), lines reaching
+   * `fullAt` bytes (both checked after a frame, so it is taken), and, once the buffer holds
+   * lines, none whose worst case (24 bytes and twice its frame) would take them past `fileRoom`
+   * bytes.
    */
   writeFrames(
     clientId: number,
@@ -269,10 +275,10 @@ export class LineBuffer {
         clientId,
         stageAt + from,
         stageAt + end,
-        maxRecords - records,
-        fullAt,
+        limit(maxRecords - records, 1),
+        limit(fullAt, 0),
         this.#capacity,
-        Math.min(Math.max(fileRoom, 0), NO_LIMIT),
+        limit(fileRoom, 0),
       );
       this.length = exports.length.value;
       from = exports.at.value - stageAt;
@@ -286,14 +292,15 @@ export class LineBuffer {
         this.reserve(LINE_OVERHEAD + 2 * (readU32(this.#memory, stageAt + from) + 4));
         continue;
       }
+      // What was written stays counted, also when a malformed frame stops it.
+      this.records = records;
+      this.firstId = firstId;
       if (stop === MALFORMED) {
         throw new RangeError(
           `Cannot format the frame at ${from}: it does not fit in the ${end} bytes staged`,
         );
       }
       this.stopped = stop;
-      this.records = records;
-      this.firstId = firstId;
       return from;
     }
   }
