@@ -491,3 +491,55 @@ Deno.test("FrameDecoder reads nothing more after an ERROR", () => {
   equal(d.next(), Decoded.NEED_MORE);
   equal(d.pendingBytes, 0);
 });
+
+/** Feeds `bytes` to `d` in reads of at most `chunk` bytes until a frame is whole. */
+function readUntilFrame(d: FrameDecoder, bytes: Uint8Array, chunk: number): number {
+  let fed = 0;
+  for (;;) {
+    const target = d.readTarget();
+    const n = Math.min(chunk, target.length, bytes.length - fed);
+    target.set(bytes.subarray(fed, fed + n));
+    d.commit(n);
+    fed += n;
+    if (d.next() === Decoded.FRAME) return fed;
+  }
+}
+
+Deno.test("handOver gives up a buffer grown for a large frame, once drained, and the decoder goes on in a new one", () => {
+  const d = new FrameDecoder({ ...SERVER_LIMITS, initialBytes: 4096, maxReadBytes: 64 * 1024 });
+  const big = encodeMsg(1, "n", new Uint8Array(200_000).fill(0x61));
+  equal(readUntilFrame(d, big, 8192), big.length);
+  const grown = d.buffer;
+  ok(grown.length > 64 * 1024);
+  const taken = d.handOver(d.frameStart, d.frameEnd);
+  ok(taken !== null);
+  equal(taken.buffer, grown.buffer, "no copy");
+  deepStrictEqual(taken, big);
+  // The decoder never writes to it again: the next frames land in a buffer of its own.
+  const next = concat([encodeMsg(2, "n", "small"), encodeMsg(3, "n", "x")]);
+  readUntilFrame(d, next, next.length);
+  ok(d.buffer.buffer !== grown.buffer);
+  deepStrictEqual(taken, big, "the frame handed over is as it was");
+  equal(d.type, FrameType.MSG);
+  equal(d.next(), Decoded.FRAME, "the second small frame is still there");
+});
+
+Deno.test("handOver refuses a resting-size buffer, and one with bytes after the region", () => {
+  const d = new FrameDecoder({ ...SERVER_LIMITS, initialBytes: 4096, maxReadBytes: 64 * 1024 });
+  const small = encodeMsg(1, "n", "p");
+  readUntilFrame(d, small, small.length);
+  equal(d.handOver(d.frameStart, d.frameEnd), null, "not grown: it is reused, so it is copied");
+  // A large frame followed by the start of the next: the buffer holds bytes still to decode.
+  const big = encodeMsg(2, "n", new Uint8Array(200_000));
+  const both = concat([big, encodeMsg(3, "n", "q").subarray(0, 6)]);
+  const d2 = new FrameDecoder({ ...SERVER_LIMITS, initialBytes: 4096, maxReadBytes: 64 * 1024 });
+  let fed = readUntilFrame(d2, both, 8192);
+  while (fed < both.length) {
+    const target = d2.readTarget();
+    const n = Math.min(target.length, both.length - fed);
+    target.set(both.subarray(fed, fed + n));
+    d2.commit(n);
+    fed += n;
+  }
+  equal(d2.handOver(d2.frameStart, d2.frameEnd), null, "bytes follow the region");
+});

@@ -266,7 +266,7 @@ function readmeMemoryBound(c: {
 }): number {
   const m = c.maxMessageBytes;
   return c.maxConnections * (2 * Math.max(64 * KIB, m + 270) + 160 * KIB) +
-    2 * c.queueMaxBytes + 2 * (4 * MIB + 2 * m) + Math.max(64 * KIB, m + 270) +
+    2 * c.queueMaxBytes + 2 * (4 * MIB + 2 * m) + Math.max(64 * KIB, m + 270) + 16 * MIB +
     README_RUNTIME_BYTES;
 }
 /** "plus the runtime (about 60 MB)". */

@@ -3,11 +3,13 @@ import type { AckMode } from "../src/config.ts";
 import { delay } from "../src/io/within.ts";
 import { Logger } from "../src/log.ts";
 import { encodeMsg, NackCode, writeU32 } from "../src/protocol/frames.ts";
+import { BufferPool } from "../src/server/buffer_pool.ts";
 import { Channel } from "../src/server/channel.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "../src/server/entry.ts";
 import { Writer, type WriterOptions } from "../src/server/writer.ts";
 import { concat } from "../src/io/concat.ts";
 import { FakeStore } from "./support/fake_store.ts";
+import { mulberry32 } from "./support/prng.ts";
 
 /** A connection as the writer sees it: it notes every outcome. */
 class Source implements RecordSource {
@@ -484,4 +486,105 @@ Deno.test("Writer refuses a failed pipelined batch and acks the ones around it, 
   deepStrictEqual(b.acks, [[2, 2]]);
   equal(writer.stats.failedRecords, 2);
   equal(store.segments[0], "1 1 n p1\n1 2 n p2\n2 1 n p1\n2 2 n p2\n");
+});
+
+/** A pool that fills every buffer given back with garbage, as its next user would overwrite it. */
+class PoisonPool extends BufferPool {
+  readonly taken = new Set<ArrayBuffer>();
+  gives = 0;
+  override take(length: number): Uint8Array {
+    const view = super.take(length);
+    this.taken.add(view.buffer as ArrayBuffer);
+    return view;
+  }
+  override give(view: Uint8Array): void {
+    const buffer = view.buffer as ArrayBuffer;
+    ok(this.taken.delete(buffer), "a buffer given back twice, or not one of the pool's");
+    this.gives++;
+    new Uint8Array(buffer).fill(0xee);
+    super.give(view);
+  }
+}
+
+/** A store whose appends answer after a random while, and fail now and then. */
+class ErraticStore extends FakeStore {
+  readonly pipeline: number;
+  readonly #random: () => number;
+  constructor(pipeline: number, random: () => number) {
+    super();
+    this.pipeline = pipeline;
+    this.synchronous = true;
+    this.#random = random;
+  }
+  override append(batch: Parameters<FakeStore["append"]>[0]): Promise<void> | undefined {
+    const r = this.#random();
+    if (r < 0.3) return super.append(batch); // kept at once
+    return (async () => {
+      await delay(r < 0.6 ? 0 : 1);
+      if (r > 0.85) throw new Error("No space left on device (os error 28)");
+      super.append(batch);
+    })();
+  }
+}
+
+Deno.test("Writer gives an entry's buffer back only once every batch holding its records has settled", async () => {
+  const random = mulberry32(1414);
+  const int = (n: number) => Math.floor(random() * n);
+  for (let round = 0; round < 40; round++) {
+    const pool = new PoisonPool(1 << 20);
+    const store = new ErraticStore(1 + int(2), random);
+    const queue = new Channel<Entry>({ maxRecords: 1 << 20, maxBytes: 1 << 26 });
+    const writer = new Writer(queue, store, {
+      ackMode: "written",
+      msgPerWrite: 1 + int(4),
+      flushIntervalMs: 0,
+      maxFileBytes: 0,
+      writeRetryMs: 1, // a failed batch is refused at once, reading its entries' msg_ids
+      pool,
+      log: new Logger("error", () => {}),
+    });
+    const done = writer.run();
+    const sources = [new Source(1, 5n), new Source(2), new Source(3, 9n)];
+    const sent = sources.map(() => [] as number[]);
+    const next = sources.map(() => 1);
+    for (let e = 0; e < 60; e++) {
+      const s = int(sources.length);
+      // 1 to 5 frames, some refused by the connection (type 0), as a read's region holds them.
+      const frames: Uint8Array[] = [];
+      let count = 0;
+      for (let f = 1 + int(5); f > 0; f--) {
+        const id = next[s]!++;
+        const frame = encodeMsg(id, "n", `p${id}`);
+        if (random() < 0.15) frame[4] = 0;
+        else {
+          sent[s]!.push(id);
+          count++;
+        }
+        frames.push(frame);
+      }
+      if (count === 0) continue;
+      const bytes = concat(frames);
+      const data = pool.take(bytes.length);
+      data.set(bytes);
+      queue.tryPush({ source: sources[s]!, data, count, bytes: data.buffer.byteLength });
+      if (random() < 0.3) await delay(int(2));
+    }
+    queue.close();
+    await done;
+    const stored = sources.map(() => [] as number[]);
+    for (const line of store.segments.join("").split("\n").filter((l) => l !== "")) {
+      const [client, id, name, payload] = line.split(" ");
+      equal(`${name} ${payload}`, `n p${id}`, `round ${round}: a garbled line: ${line}`);
+      stored[Number(client) - 1]!.push(Number(id));
+    }
+    sources.forEach((source, i) => {
+      const refused = source.refusals.map(([id]) => id);
+      deepStrictEqual(
+        [...stored[i]!, ...refused].sort((x, y) => x - y),
+        sent[i],
+        `round ${round}, client ${i + 1}: every record stored or refused, once`,
+      );
+    });
+    equal(pool.taken.size, 0, `round ${round}: every buffer given back`);
+  }
 });

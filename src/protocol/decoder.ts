@@ -187,6 +187,26 @@ export class FrameDecoder {
     }
   }
 
+  /**
+   * Hands `[start, end)` of the buffer over without a copy when the buffer was grown past its
+   * resting size for a large frame and holds nothing after `end`: drained, it would be dropped
+   * at the next `readTarget()` anyway. Returns null (and changes nothing) otherwise. Frame
+   * offsets are invalid afterwards, and the decoder never writes to the buffer handed over.
+   */
+  handOver(start: number, end: number): Uint8Array | null {
+    if (
+      this.#buf.length <= this.#maxBase || this.#skip > 0 || this.#start !== this.#end ||
+      end !== this.#end || start < 0 || start > end
+    ) {
+      return null;
+    }
+    const taken = this.#buf.subarray(start, end);
+    this.#buf = new Uint8Array(this.#base);
+    this.#start = this.#end = 0;
+    this.#runStoppedAt = -1;
+    return taken;
+  }
+
   /** Records that `n` bytes were read into the last `readTarget()`. */
   commit(n: number): void {
     this.#end += n;

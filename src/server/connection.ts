@@ -177,7 +177,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         // several times its size in NACKs. Stop decoding (and so reading) until the peer takes
         // its replies.
         if (count > 0) {
-          await this.#queue(buf.slice(regionStart, regionEnd), count);
+          await this.#queue(buf, regionStart, regionEnd, count);
           regionStart = -1;
           count = 0;
         }
@@ -232,7 +232,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
         // Otherwise #hello or #checkMsg closed the connection (#checkType let the type through).
       } else if (result === Decoded.OVERSIZED_MSG) {
         if (count > 0) {
-          await this.#queue(buf.slice(regionStart, regionEnd), count);
+          await this.#queue(buf, regionStart, regionEnd, count);
           regionStart = -1;
           count = 0;
         }
@@ -249,7 +249,7 @@ export class Connection implements RecordSource, SessionOwner, Served {
       }
       break; // an ERROR was sent: the connection is closing
     }
-    if (count > 0) await this.#queue(buf.slice(regionStart, regionEnd), count);
+    if (count > 0) await this.#queue(buf, regionStart, regionEnd, count, true);
   }
 
   /** Decides from the header alone whether a frame of `type` may come now (see the decoder). */
@@ -325,8 +325,22 @@ export class Connection implements RecordSource, SessionOwner, Served {
    * other changes); with the await kept, 75 against 78 us. Within this machine's noise, but the
    * order (ack before read) is the one the latency timeline in docs/benchmarks.md asks for.
    */
-  async #queue(data: Uint8Array, count: number): Promise<void> {
-    const entry: Entry = { source: this, data, count, bytes: data.length };
+  async #queue(
+    buf: Uint8Array,
+    start: number,
+    end: number,
+    count: number,
+    last = false,
+  ): Promise<void> {
+    // A read buffer grown for a large frame is dropped once drained: the last region of a read
+    // takes it over instead of a copy (half the memory a flood of large messages churns through).
+    let data = last ? this.#decoder.handOver(start, end) : null;
+    if (data === null) {
+      // Copied out of the read buffer, which the next read reuses, into one the writer gives back.
+      data = this.#ctx.pool.take(end - start);
+      data.set(buf.subarray(start, end));
+    }
+    const entry: Entry = { source: this, data, count, bytes: data.buffer.byteLength };
     const session = this.#session!;
     const lastId = session.lastId;
     this.#unsettled.add(count);

@@ -30,7 +30,8 @@ export interface RecordSource {
 
 /**
  * One queue item: the MSG frames one read of one connection produced, copied out of the read
- * buffer as they came off the wire. A frame whose type byte is 0 was refused and is skipped.
+ * buffer as they came off the wire (into a buffer of the server's `BufferPool`, which the writer
+ * gives back once it is done with the entry). A frame whose type byte is 0 was refused and is skipped.
  * Sources whose records each carry their own client_id (the legacy protocol) queue
  * {@linkcode RECORD_WITH_CLIENT} frames instead.
  *
@@ -48,7 +49,7 @@ export interface Entry {
   readonly data: Uint8Array;
   /** Records (accepted MSG frames) in `data`. */
   readonly count: number;
-  /** `data.length`, for the channel's byte bound. */
+  /** Bytes of memory `data` holds (its length, or its pooled buffer's size), for the channel's byte bound. */
   readonly bytes: number;
 }
 

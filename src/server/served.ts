@@ -11,6 +11,7 @@
 import type { Config } from "../config.ts";
 import { within } from "../io/within.ts";
 import type { Logger } from "../log.ts";
+import type { BufferPool } from "./buffer_pool.ts";
 import type { DecoderLimits } from "../protocol/decoder.ts";
 import { type Channel, ChannelClosedError } from "./channel.ts";
 import type { Entry } from "./entry.ts";
@@ -62,6 +63,8 @@ export interface Served {
 export interface ServerContext {
   readonly config: Config;
   readonly queue: Channel<Entry>;
+  /** Buffers for queue entries, which the writer gives back (see `buffer_pool.ts`). */
+  readonly pool: BufferPool;
   readonly sessions: SessionTable;
   /** Where records go, and where a session unknown to the table may be looked up. */
   readonly store: Store;

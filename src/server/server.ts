@@ -36,6 +36,7 @@ import { HttpServer, type HttpStats } from "../http/http_server.ts";
 import { monitorRoutes, processMetricsProblem } from "./monitor.ts";
 import { SessionTable } from "./sessions.ts";
 import type { Entry } from "./entry.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import { Writer, type WriterStats } from "./writer.ts";
 import type { Metric } from "./metrics.ts";
 import { openStore } from "../store/open.ts";
@@ -189,7 +190,9 @@ export class MsgServer {
       maxBytes: config.QUEUE_MAX_BYTES,
     });
     this.#store = store;
+    const pool = new BufferPool();
     this.#writer = new Writer(this.#queue, store, {
+      pool,
       maxFileBytes: config.FILE_MAX_BYTES,
       ackMode: config.ACK_MODE,
       msgPerWrite: store.maxBatchRecords ?? config.MSG_PER_WRITE,
@@ -212,6 +215,7 @@ export class MsgServer {
     const context: ServerContext = {
       config,
       queue: this.#queue,
+      pool,
       sessions,
       store,
       log,

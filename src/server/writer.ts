@@ -26,6 +26,7 @@ import { FrameType, NackCode, readU32 } from "../protocol/frames.ts";
 import { type Batch, type BatchRun, PartialAppendError, type Store } from "../store/store.ts";
 import type { Channel } from "./channel.ts";
 import { type Entry, RECORD_WITH_CLIENT, type RecordSource } from "./entry.ts";
+import type { BufferPool } from "./buffer_pool.ts";
 import { LineBuffer, Stopped } from "./line.ts";
 import { BATCH_SIZE_BOUNDS, BucketHistogram } from "./metrics.ts";
 
@@ -62,6 +63,11 @@ export interface WriterOptions {
   maxFileBytes: number;
   /** How long a failing batch is retried before it is refused with NACK 4 (default 5000 ms). */
   writeRetryMs?: number;
+  /**
+   * Where queue entries' buffers go back once the writer is done with them: when the batch
+   * holding an entry's last record is settled (acked or refused). Absent: none goes back.
+   */
+  pool?: BufferPool;
   log: Logger;
 }
 
@@ -100,6 +106,8 @@ class Sealed {
   out: LineBuffer;
   runs: Run[] = [];
   touched: RecordSource[] = [];
+  /** Entries whose last record (or last frame) is in this batch or an earlier one. */
+  finished: Entry[] = [];
   /** Per source of `touched`: the last msg_id it has in the batch, and how many records. */
   readonly lastIds: number[] = [];
   readonly counts: number[] = [];
@@ -161,6 +169,8 @@ export class Writer {
   #out = new LineBuffer(INITIAL_BATCH_BYTES);
   #touched: RecordSource[] = [];
   #runs: Run[] = [];
+  /** Entries the batch being gathered finished: done with once it is settled. */
+  #finished: Entry[] = [];
   /** Batches handed to the store and not yet settled, oldest first (pipelined stores). */
   readonly #inFlight: Sealed[] = [];
   /** Sealed batches settled, for reuse (their buffers with them). */
@@ -296,6 +306,12 @@ export class Writer {
     }
     run.to = pos;
     run.lineEnd = out.length;
+    if (pos === d.length) {
+      // With no record in this batch and none with the store, every batch that held the entry's
+      // records has settled: it is done with now (its last frames were refused ones).
+      if (this.#records === 0 && this.#inFlight.length === 0) this.#opts.pool?.give(d);
+      else this.#finished.push(entry);
+    }
     if (run.records > 0) {
       this.#runs.push(run);
     } else {
@@ -389,6 +405,9 @@ export class Writer {
     const touched = this.#touched;
     this.#touched = sealed.touched;
     sealed.touched = touched;
+    const finished = this.#finished;
+    this.#finished = sealed.finished;
+    sealed.finished = finished;
     for (let i = 0; i < touched.length; i++) {
       sealed.lastIds[i] = touched[i]!.batchLastId;
       sealed.counts[i] = touched[i]!.batchRecords;
@@ -439,6 +458,18 @@ export class Writer {
       this.#spareRuns.push(run);
     }
     sealed.runs.length = 0;
+    // Batches settle in order, so every batch holding records of these entries has settled:
+    // nothing reads their bytes any more (a refusal above was the last to).
+    const pool = this.#opts.pool;
+    if (pool !== undefined) {
+      for (let i = 0; i < sealed.finished.length; i++) pool.give(sealed.finished[i]!.data);
+      // Entries the batch being gathered finished without a record of their own in it.
+      if (this.#records === 0 && this.#inFlight.length === 0) {
+        for (let i = 0; i < this.#finished.length; i++) pool.give(this.#finished[i]!.data);
+        this.#finished.length = 0;
+      }
+    }
+    sealed.finished.length = 0;
     out.clear();
     out.shrinkTo(2 * MAX_BATCH_BYTES);
     this.#spareSealed.push(sealed);
